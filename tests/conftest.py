@@ -1,0 +1,13 @@
+"""Test set-up: 8 fake CPU devices, set before JAX starts, so sharding tests run anywhere."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+# Tests compare numbers to tight tolerances; keep matmuls in full fp32 on every backend.
+jax.config.update("jax_default_matmul_precision", "highest")
