@@ -1,0 +1,1 @@
+"""dnarch_jax: DNArch in JAX/Flax."""

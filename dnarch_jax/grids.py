@@ -1,0 +1,69 @@
+"""Kernel grids: where a continuous kernel is sampled, at any resolution and crop (METHOD.md §2).
+
+Geometry: at the input resolution ``N`` a kernel axis is sampled at ``n`` points spanning [-1, 1]
+(step ``2 / (n - 1)``). A block running at resolution ``M`` samples the same continuous kernel with
+a step ``N / M`` times larger, so it covers the same physical extent. Centred kernels are symmetric
+around 0 (odd tap counts); causal kernels end at +1, the tap that weighs the current step.
+
+All functions are host-side integer/float64 arithmetic: the results are static shapes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def grid_step(n: int, input_size: int, resolution: int) -> float:
+  """Distance between taps, in kernel coordinates, for a layer running at ``resolution``."""
+  return 2.0 / (n - 1) * input_size / resolution
+
+
+def max_taps(n: int, input_size: int, resolution: int, causal: bool) -> int:
+  """Taps of the uncropped kernel at ``resolution``: all grid points inside [-1, 1]."""
+  # Integer arithmetic: (n - 1) * M / N grid steps fit in the length-2 interval.
+  steps_in_span = ((n - 1) * resolution) // input_size
+  if causal:
+    return steps_in_span + 1
+  return 2 * (steps_in_span // 2) + 1
+
+
+def crop_taps(radius: float, n: int, input_size: int, resolution: int, causal: bool) -> int:
+  """Taps kept by a gaussian mask of extent ``radius`` (CCNN's crop arithmetic).
+
+  Centred: ``2 * floor(r / step) + 1``, exactly the grid points with ``|p| <= r`` (CCNN writes
+  ``2 ceil(r / step) - 1``, which differs only when r / step is an integer). Causal:
+  ``1 + ceil(r / step)``, CCNN's count from the end of the grid, one tap more than the strict
+  extent at most (harmless: the extra tap is thresholded to zero). Worked checks: n = 33,
+  sigma = 0.075 gives 5 taps; causal n = 784 gives 65.
+  """
+  ratio = radius / grid_step(n, input_size, resolution)
+  taps = 1 + math.ceil(ratio - 1e-9) if causal else 2 * math.floor(ratio + 1e-9) + 1
+  return max(1, min(taps, max_taps(n, input_size, resolution, causal)))
+
+
+def bucket_taps(taps: int, bucket: int, limit: int) -> int:
+  """Round ``taps`` up to ``1 + k * bucket`` (odd when ``bucket`` is even), at most ``limit``."""
+  return min(limit, 1 + bucket * math.ceil((taps - 1) / bucket))
+
+
+def tap_positions(n: int, input_size: int, resolution: int, taps: int, causal: bool) -> np.ndarray:
+  """Kernel coordinates of ``taps`` taps, float32.
+
+  Written so a cropped kernel's positions are bit-identical to the matching entries of the
+  uncropped one: centred ``(i - (K-1)/2) * step``, causal ``1 - (K-1-i) * step``.
+  """
+  step = grid_step(n, input_size, resolution)
+  i = np.arange(taps, dtype=np.float64)
+  if causal:
+    pos = 1.0 - (taps - 1 - i) * step
+  else:
+    pos = (i - (taps - 1) / 2) * step
+  return pos.astype(np.float32)
+
+
+def position_grid(positions_per_axis: list[np.ndarray]) -> np.ndarray:
+  """Meshgrid (``indexing="ij"``) of per-axis positions, channels last: ``[K_1, ..., K_D, D]``."""
+  mesh = np.meshgrid(*positions_per_axis, indexing="ij")
+  return np.stack(mesh, axis=-1).astype(np.float32)
