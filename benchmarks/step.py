@@ -1,0 +1,115 @@
+"""Forward pass and full training step of CCNN-4,140, cropped and uncropped.
+
+A training step is forward, cross-entropy plus CCNN's L2-norm regulariser, backward and the AdamW
+update, jitted as ``dnarch train`` runs it. Shapes: sMNIST (batch 100, length 784, causal) and
+CIFAR10 (batch 64, 32x32x3). "crop" is the initial architecture (kernels cropped at sigma 0.075:
+65 taps on sMNIST, 5x5 on CIFAR10), "full" the uncropped kernels (784 taps; 33x33).
+
+Each case runs in its own process, so ``peak_mib`` (the process's peak resident memory, compile
+included) belongs to that case alone. Prints one JSON object per line:
+``{"case", "mode", "median_ms", "runs", "peak_mib", "flops_per_example", "routes", "device"}``.
+
+    python benchmarks/step.py [--runs 5] [--case smnist_4_140_crop ...] [--mode fwd train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CASES = ("smnist_4_140_crop", "smnist_4_140_full", "cifar10_4_140_crop", "cifar10_4_140_full")
+
+
+def model_and_batch(case: str):
+  from dnarch_jax.config import learn, model_block, model_config
+
+  if case.startswith("smnist"):
+    block = model_block("4_140", omega_0=2976.49, dropout=0.1, causal=True, kernel_grid=0)
+    shape, batch = (784, 1), 100
+  else:
+    block = model_block("4_140", omega_0=4231.57, dropout=0.1, causal=False, kernel_grid=33)
+    shape, batch = (32, 32, 3), 64
+  learn(block, "kernel")  # CCNN-4,140 as CCNN runs it: FlexConv's learned kernel size
+  return model_config(block.to_dict(), shape, 10), batch
+
+
+def run_case(case: str, mode: str, runs: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  from dnarch_jax.arch import initial_arch
+  from dnarch_jax.model import DNArchCCNN, init_variables
+  from dnarch_jax.optim import make_optimizer
+  from dnarch_jax.steps import LossConfig, arch_cost, create_train_state, make_train_step
+
+  cfg, batch_size = model_and_batch(case)
+  arch = initial_arch(cfg, batch_size, crop=case.endswith("crop"))
+  variables = init_variables(cfg, jax.random.key(0))
+  x = jax.random.normal(jax.random.key(1), (batch_size, *cfg.input_size, cfg.in_channels))
+  y = jnp.arange(batch_size) % cfg.num_classes
+  if mode == "fwd":
+    model = DNArchCCNN(cfg)
+    fn = jax.jit(lambda v, x: model.apply(v, x, arch, train=False))
+    call = lambda: fn(variables, x).block_until_ready()
+  else:
+    optim = dict(lr=0.01, weight_decay=1e-6, warmup_epochs=1.0, arch_lr_factor=1.0)
+    optim["l2_regulariser"] = True
+    tx = make_optimizer(optim, variables["params"], total_steps=1000, steps_per_epoch=100)
+    step = make_train_step(cfg, tx, LossConfig(l2_weight=1e-6, cost_batch_size=batch_size))
+    holder = {"state": create_train_state(variables, tx, jax.random.key(2))}
+    batch = {"input": x, "label": y}
+
+    def call():
+      holder["state"], metrics = step(holder["state"], batch, arch)
+      jax.block_until_ready(metrics)
+
+  call()  # compile
+  call()  # warm
+  times = []
+  for _ in range(runs):
+    t0 = time.perf_counter()
+    call()
+    times.append((time.perf_counter() - t0) * 1e3)
+  peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  routes = [arch.stem.route] + [b.conv.route for b in arch.blocks]
+  return dict(
+    case=case,
+    mode=mode,
+    median_ms=round(statistics.median(times), 1),
+    runs=runs,
+    min_ms=round(min(times), 1),
+    peak_mib=round(peak_mib, 1),
+    flops_per_example=arch_cost(arch, cfg, batch_size)["flops"],
+    taps=list(arch.blocks[0].conv.taps),
+    routes=routes,
+    device=str(jax.devices()[0].device_kind),
+  )
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--case", nargs="*", default=list(CASES), choices=CASES)
+  parser.add_argument("--mode", nargs="*", default=["fwd", "train"], choices=["fwd", "train"])
+  parser.add_argument("--runs", type=int, default=5)
+  parser.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(run_case(*args.child, args.runs)), flush=True)
+    return
+  for case in args.case:
+    for mode in args.mode:
+      cmd = [sys.executable, __file__, "--child", case, mode, "--runs", str(args.runs)]
+      out = subprocess.run(cmd, capture_output=True, text=True)
+      if out.returncode:
+        print(json.dumps(dict(case=case, mode=mode, error=out.stderr.strip()[-2000:])), flush=True)
+      else:
+        print(out.stdout.strip().splitlines()[-1], flush=True)
+
+
+if __name__ == "__main__":
+  main()

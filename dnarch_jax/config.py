@@ -1,0 +1,289 @@
+"""The model's configuration: a frozen, validated, hashable view of ``config.model``.
+
+Experiments are ml_collections files; the model is built from :class:`ModelConfig`, which
+:func:`model_config` makes from ``config.model`` plus the task's input shape and classes. Every
+check runs on the host before anything is traced, and its message names the config field.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+KERNEL_NETS = ("magnet", "siren")
+RESOLUTION_MASKS = ("sigmoid", "ramp")
+HEADS = ("classification", "dense")
+CONV_ROUTES = ("auto", "direct", "fft", "toeplitz", "shift")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Everything that fixes the maximal network and its masks. Field docs are in the configs."""
+
+  input_size: tuple[int, ...]  # spatial size N per axis at the input
+  in_channels: int
+  num_classes: int
+  head: str = "classification"
+  causal: bool = False
+  num_blocks: int = 4  # L_max
+  width: int = 140  # stream width C_max
+  hidden_width: int = 140  # block hidden width H_max (CCNN: H = C)
+  kernel_grid: int = 33  # kernel samples per axis at input resolution (n); 0 means n = N
+  kernel_net: str = "magnet"
+  kernel_net_hidden: int = 32
+  kernel_net_layers: int = 3
+  omega_0: float = 2976.49
+  magnet_alpha: float = 6.0
+  magnet_beta: float = 1.0
+  dropout: float = 0.1
+  input_dropout: float = 0.0
+  threshold: float = 0.1
+  learn_kernel: bool = True
+  learn_width: bool = False
+  learn_resolution: bool = False
+  learn_depth: bool = False
+  kernel_sigma_init: float = 0.075
+  width_temperature: float = 20.0
+  width_init_cutoff: float = 1.1
+  resolution_mask: str = "sigmoid"
+  resolution_temperature: float = 20.0
+  resolution_ramp: float = 4.0  # DiffStride's R, in frequency bins
+  resolution_init_cutoff: float = 1.1
+  depth_temperature: float = 20.0
+  depth_init_cutoff: float = 1.1
+  kernel_bucket: int = 2
+  width_bucket: int = 8
+  resolution_bucket: int = 2
+  conv_route: str = "auto"
+
+  @property
+  def ndim(self) -> int:
+    return len(self.input_size)
+
+  def grid_size(self, axis: int) -> int:
+    """Kernel grid n along ``axis`` at input resolution (``kernel_grid = 0``: n = N, "same")."""
+    return self.kernel_grid or self.input_size[axis]
+
+
+def _fail(field: str, problem: str) -> None:
+  raise ValueError(f"config.model.{field}: {problem}")
+
+
+def validate(cfg: ModelConfig) -> ModelConfig:
+  """Raise ``ValueError`` naming the first impossible field; return ``cfg`` otherwise."""
+  if cfg.ndim not in (1, 2):
+    _fail("input_size", f"1 or 2 spatial axes are supported, got {cfg.input_size}")
+  for name in ("in_channels", "num_classes", "num_blocks", "width", "hidden_width"):
+    value = getattr(cfg, name)
+    if not isinstance(value, int) or value < 1:
+      _fail(name, f"must be a positive integer, got {value!r}")
+  if any(n < 1 for n in cfg.input_size):
+    _fail("input_size", f"sizes must be positive, got {cfg.input_size}")
+  if cfg.learn_resolution and any(n % 2 for n in cfg.input_size):
+    _fail(
+      "input_size",
+      f"resolution learning resamples spectra and needs even sizes, got {cfg.input_size}",
+    )
+  if cfg.causal and cfg.ndim != 1:
+    _fail("causal", "causal kernels exist for 1D sequences only")
+  if cfg.kernel_grid < 0 or cfg.kernel_grid == 1:
+    _fail("kernel_grid", f"must be 0 (n = input size) or at least 2, got {cfg.kernel_grid}")
+  for axis in range(cfg.ndim):
+    if not cfg.causal and cfg.grid_size(axis) % 2 == 0:
+      _fail(
+        "kernel_grid",
+        f"centred kernels need an odd grid, got {cfg.grid_size(axis)} on axis {axis}",
+      )
+  if cfg.kernel_net not in KERNEL_NETS:
+    _fail("kernel_net", f"unknown kernel net {cfg.kernel_net!r}; expected one of {KERNEL_NETS}")
+  if cfg.resolution_mask not in RESOLUTION_MASKS:
+    _fail(
+      "resolution_mask",
+      f"unknown mask {cfg.resolution_mask!r}; expected one of {RESOLUTION_MASKS}",
+    )
+  if cfg.head not in HEADS:
+    _fail("head", f"unknown head {cfg.head!r}; expected one of {HEADS}")
+  if cfg.conv_route not in CONV_ROUTES:
+    _fail("conv_route", f"unknown route {cfg.conv_route!r}; expected one of {CONV_ROUTES}")
+  if not 0.0 < cfg.threshold < 1.0:
+    _fail("threshold", f"must lie in (0, 1), got {cfg.threshold}")
+  for name in ("dropout", "input_dropout"):
+    if not 0.0 <= getattr(cfg, name) < 1.0:
+      _fail(name, f"must lie in [0, 1), got {getattr(cfg, name)}")
+  if cfg.kernel_sigma_init <= 0:
+    _fail("kernel_sigma_init", f"must be positive, got {cfg.kernel_sigma_init}")
+  for name in (
+    "width_temperature",
+    "resolution_temperature",
+    "depth_temperature",
+    "resolution_ramp",
+  ):
+    if getattr(cfg, name) <= 0:
+      _fail(name, f"must be positive, got {getattr(cfg, name)}")
+  for name in ("kernel_bucket", "width_bucket", "resolution_bucket", "kernel_net_hidden"):
+    if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+      _fail(name, f"must be a positive integer, got {getattr(cfg, name)!r}")
+  if not cfg.causal and cfg.kernel_bucket % 2:
+    _fail(
+      "kernel_bucket",
+      f"centred kernels keep odd sizes, so the bucket must be even, got {cfg.kernel_bucket}",
+    )
+  if cfg.resolution_bucket % 2:
+    _fail(
+      "resolution_bucket",
+      f"resolutions are even sizes, so the bucket must be even, got {cfg.resolution_bucket}",
+    )
+  return cfg
+
+
+def model_config(
+  model: Mapping[str, Any], input_shape: Sequence[int], num_classes: int, dense: bool = False
+) -> ModelConfig:
+  """Build and validate a :class:`ModelConfig` from ``config.model`` and the task's shapes.
+
+  ``input_shape`` is ``(*spatial, channels)``. Unknown keys in ``config.model`` are errors.
+  """
+  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  values = dict(model)
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise ValueError(f"config.model: unknown field(s) {unknown}; known fields: {sorted(fields)}")
+  for name, value in values.items():
+    if isinstance(value, list):
+      values[name] = tuple(value)
+  values.setdefault("input_size", tuple(int(s) for s in input_shape[:-1]))
+  values.setdefault("in_channels", int(input_shape[-1]))
+  values.setdefault("num_classes", int(num_classes))
+  values.setdefault("head", "dense" if dense else "classification")
+  return validate(ModelConfig(**values))
+
+
+# --- experiment files --------------------------------------------------------------------------
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Load ``path/to/file.py[:variant]`` (its ``get_config(variant)``) and apply overrides.
+
+  Overrides are ``a.b=value`` strings (the CLI's ``--config.a.b=value`` without the prefix); the
+  key must exist and the value is parsed as a Python literal and cast to the existing type.
+  """
+  path, _, variant = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--config: no such config file {path!r}")
+  module_spec = importlib.util.spec_from_file_location(f"dnarch_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"--config: {path} defines no get_config(variant)")
+  config = module.get_config(variant or None)
+  for override in overrides:
+    apply_override(config, override)
+  return config
+
+
+def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
+  """Set ``a.b=value`` in ``config``; an unknown key or an incompatible value is an error."""
+  key, sep, raw = override.partition("=")
+  if not sep:
+    raise ValueError(f"--config.{override}: expected --config.KEY=VALUE")
+  *parents, leaf = key.split(".")
+  node = config
+  for i, name in enumerate(parents):
+    if name not in node or not isinstance(node[name], ml_collections.ConfigDict):
+      raise ValueError(f"--config.{key}: unknown config key {'.'.join(parents[: i + 1])!r}")
+    node = node[name]
+  if leaf not in node:
+    raise ValueError(f"--config.{key}: unknown config key; known here: {sorted(node.keys())}")
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw
+  current = node[leaf]
+  if isinstance(current, bool) and not isinstance(value, bool):
+    raise ValueError(f"--config.{key}: expected True or False, got {raw!r}")
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(current, tuple) and isinstance(value, list):
+    value = tuple(value)
+  if current is not None and type(value) is not type(current):
+    raise ValueError(f"--config.{key}: expected a {type(current).__name__}, got {raw!r}")
+  with node.ignore_type():
+    node[leaf] = value
+
+
+# CCNN sizes (METHOD.md §9): "4,140" = 4 blocks x 140 channels, MAGNet hidden 32;
+# "6,380" = 6 blocks x 380 channels, MAGNet hidden 64.
+CCNN_SIZES = {"4_140": (4, 140, 32), "6_380": (6, 380, 64)}
+
+
+def model_block(
+  size: str, *, omega_0: float, dropout: float, causal: bool, kernel_grid: int, **overrides
+) -> ml_collections.ConfigDict:
+  """``config.model`` for a CCNN of the given size (fields: ``dnarch_jax.config.ModelConfig``)."""
+  blocks, width, kernel_hidden = CCNN_SIZES[size]
+  model = ml_collections.ConfigDict(
+    dict(
+      num_blocks=blocks,
+      width=width,
+      hidden_width=width,
+      kernel_grid=kernel_grid,
+      causal=causal,
+      kernel_net="magnet",
+      kernel_net_hidden=kernel_hidden,
+      kernel_net_layers=3,
+      omega_0=omega_0,
+      dropout=dropout,
+      input_dropout=0.0,
+      threshold=0.1,
+      kernel_sigma_init=0.075,
+      learn_kernel=True,
+      learn_width=False,
+      learn_resolution=False,
+      learn_depth=False,
+      width_temperature=20.0,
+      width_init_cutoff=1.1,
+      resolution_mask="sigmoid",
+      resolution_temperature=20.0,
+      resolution_init_cutoff=1.1,
+      depth_temperature=20.0,
+      depth_init_cutoff=1.1,
+      kernel_bucket=2,
+      width_bucket=8,
+      resolution_bucket=2,
+      conv_route="auto",
+    )
+  )
+  model.update(overrides)
+  return model
+
+
+def learn(model: ml_collections.ConfigDict, *dimensions: str) -> None:
+  """Switch learning on for the named dimensions (kernel, width, resolution, depth), off else."""
+  for name in ("kernel", "width", "resolution", "depth"):
+    model[f"learn_{name}"] = name in dimensions
+
+
+def optim_block(
+  *, lr: float, weight_decay: float, warmup_epochs: float, epochs: float, arch_lr_factor: float
+) -> ml_collections.ConfigDict:
+  """Optimiser settings: AdamW + warm-up + cosine for weights (CCNN), Adam for the masks.
+
+  ``arch_lr_factor`` multiplies ``lr`` for the architecture parameters. CCNN meant 0.1 for its
+  mask parameters but its filter matched none, so its released runs used 1.0 (METHOD.md §7);
+  the factor is explicit in every config.
+  """
+  return ml_collections.ConfigDict(
+    dict(
+      lr=float(lr),
+      weight_decay=float(weight_decay),
+      warmup_epochs=float(warmup_epochs),
+      epochs=float(epochs),
+      arch_lr_factor=float(arch_lr_factor),
+    )
+  )

@@ -1,0 +1,451 @@
+"""Depthwise convolution, the op every CCNN block spends its time in (METHOD.md section 2).
+
+`depthwise_conv(x, kernel, causal=..., route=...)` computes a "same"-size cross-correlation of
+`x_BxSxC` (1 or 2 spatial dims, channels last) with one kernel per channel, `kernel_TxC`:
+
+- centred (1D or 2D, odd taps, centre (K-1)//2): `y[i] = sum_j k[j] x[i + j - (K-1)//2]`;
+- causal (1D): `y[t] = sum_j k[K-1-j] x[t-j]`, i.e. left padding K-1, the last tap weighs step t.
+
+Both are `y[i] = sum_j k[j] x[i + j - lo]` with `lo = K-1` (causal) or `(K-1)//2` (centred); the
+code below only deals in `pads = ((lo, hi), ...)`, `hi = K-1-lo`. Taps that can never meet the
+input (more than S-1 steps away) are cropped first, so kernels larger than the input are cheap.
+
+Routes (all exact up to float rounding, all differentiable in x and kernel, jit/grad/vmap-safe):
+
+- "direct": `lax.conv_general_dilated(..., feature_group_count=C)`. XLA:CPU turns the grouped
+  conv into a dense C-times-larger one, so on CPU it is by far the slowest (table below).
+- "fft": zero-padded rfft along contiguous axes (channels moved first), no circular wrap;
+  backward is 3 transforms per chunk (x, g, and the inverse giving dx; dk from conj(G) X).
+- "shift": shift-and-add in a channel-blocked layout `[b, C/8, *S, 8]` (one AVX2 register of 8
+  channels innermost, so a tap's 8 kernel values stay in a register along the whole row), with
+  a custom VJP: dx is the same shift-and-add with the flipped kernel, dk comes from the FFT
+  cross-correlation of x and g (XLA:CPU's reductions for per-tap dk sums run at ~1 GFLOP/s).
+
+Why chunks: on this 2-core VM a fresh buffer above glibc's 32 MiB mmap threshold is page-faulted
+in on every call (~0.5 ms per MiB), which costs as much as the arithmetic. The "fft" and "shift"
+routes therefore walk the batch in chunks of ~2 MiB of x; each chunk runs as the branch of a
+`lax.cond` whose two branches are identical (a fusion barrier XLA keeps: `optimization_barrier`
+is stripped before fusion on CPU) and whose predicate is read from the previous chunk's output
+(a real data dependency, so chunks run one after another and reuse the same small temporaries).
+No while loop is used, so XLA's cost analysis (which counts a loop body once) sees every chunk.
+Under vmap the chunk runner is mapped sequentially (`custom_batching.sequential_vmap`), because a
+batched predicate would make `lax.cond` evaluate both branches.
+
+Measured on this machine (AMD EPYC, 2 cores shared with other users, jax 0.10.2, XLA:CPU; median
+ms, `benchmarks/conv_routes.py`; fwd / fwd+bwd):
+
+    see _CPU_TABLE below: the numbers the "auto" rule is derived from.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+ROUTES = ("direct", "fft", "shift")
+
+# f32 lanes of one AVX2 register: the shift route's channel block.
+_LANES = 8
+# Bytes of x per chunk: a chunk's temporaries (padded copy, spectra) then stay in L2/L3 and well
+# under glibc's mmap threshold, so they are reused instead of page-faulted in on every call.
+_CHUNK_BYTES = 4 << 20
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes: validation, cropping, padding, chunking (host-side integer math).
+# --------------------------------------------------------------------------------------------
+
+
+def _validate(x_shape, k_shape, causal: bool) -> None:
+  d = len(x_shape) - 2
+  if d not in (1, 2):
+    raise ValueError(
+      f"depthwise_conv: x must be [B, *spatial, C] with 1 or 2 spatial dims, got {x_shape}"
+    )
+  if len(k_shape) != d + 1:
+    raise ValueError(
+      f"depthwise_conv: kernel rank {len(k_shape)} does not match x with {d} spatial "
+      f"dim(s): expected kernel [*taps, C] with {d} tap dim(s), got {k_shape}"
+    )
+  if k_shape[-1] != x_shape[-1]:
+    raise ValueError(f"depthwise_conv: kernel has {k_shape[-1]} channels, x has {x_shape[-1]}")
+  if causal and d != 1:
+    raise ValueError("depthwise_conv: causal convolution is only defined for 1 spatial dim")
+  if not causal and any(t % 2 == 0 for t in k_shape[:-1]):
+    raise ValueError(
+      f"depthwise_conv: centred convolution needs odd taps per axis, got {k_shape[:-1]}"
+    )
+  if any(t < 1 for t in k_shape[:-1]) or any(s < 1 for s in x_shape[1:-1]):
+    raise ValueError(f"depthwise_conv: empty input or kernel: x {x_shape}, kernel {k_shape}")
+
+
+def _cropped_taps(spatial, taps, causal: bool) -> tuple[int, ...]:
+  """Taps that can reach the input: at most S (causal) or 2S-1 (centred) per axis."""
+  if causal:
+    return tuple(min(t, s) for s, t in zip(spatial, taps, strict=True))
+  return tuple(min(t, 2 * s - 1) for s, t in zip(spatial, taps, strict=True))
+
+
+def _crop_kernel(kernel, spatial, causal: bool):
+  taps = kernel.shape[:-1]
+  new = _cropped_taps(spatial, taps, causal)
+  if new == taps:
+    return kernel
+  # Causal keeps the last taps (those weighing steps t-S+1..t); centred keeps the centre.
+  starts = [t - n if causal else (t - n) // 2 for t, n in zip(taps, new, strict=True)]
+  idx = tuple(slice(a, a + n) for a, n in zip(starts, new, strict=True))
+  return kernel[idx]
+
+
+def _pads(taps, causal: bool) -> tuple[tuple[int, int], ...]:
+  lo = [t - 1 if causal else (t - 1) // 2 for t in taps]
+  return tuple((a, t - 1 - a) for a, t in zip(lo, taps, strict=True))
+
+
+def _fast_len(n: int) -> int:
+  """Smallest 7-smooth length >= n: pocketfft/ducc has radix 2/3/5/7 passes, primes are slow."""
+  m = n
+  while True:
+    r = m
+    for p in (2, 3, 5, 7):
+      while r % p == 0:
+        r //= p
+    if r == 1:
+      return m
+    m += 1
+
+
+def _fft_shape(spatial, pads) -> tuple[int, ...]:
+  # Circular correlation is exact (no wrap onto outputs or kernel lags) once n > S-1+max(lo,hi).
+  return tuple(_fast_len(s + max(p)) for s, p in zip(spatial, pads, strict=True))
+
+
+def _chunk_size(batch: int, sample_bytes: int) -> int:
+  per = max(1, min(batch, _CHUNK_BYTES // max(sample_bytes, 1)))
+  n_chunks = -(-batch // per)
+  return -(-batch // n_chunks)  # balance the chunks
+
+
+# --------------------------------------------------------------------------------------------
+# Sequential chunks behind identical-branch conds (see module docstring).
+# --------------------------------------------------------------------------------------------
+
+
+def _sequenced(body, post, operands, batch, chunk, out_shape, out_dtype, red_zero):
+  """out[i:i+n] = post(body(i, n, *operands)[0]); red = sum of body(...)[1], chunk by chunk."""
+
+  def run(*ops):
+    out_BxSxC = jnp.zeros(out_shape, out_dtype)
+    red = red_zero
+    # A constant predicate would be folded (and the cond inlined); behind a barrier it is not.
+    pred = lax.optimization_barrier(jnp.asarray(True))
+    for start in range(0, batch, chunk):
+      size = min(chunk, batch - start)
+      branch = functools.partial(body, start, size)
+      y_c, r_c = lax.cond(pred, branch, branch, *ops)
+      # Both branches are the same, so the predicate's value is irrelevant; reading it from
+      # this chunk's output orders the next chunk after this one (so they share temporaries).
+      # Two interleaved chains of chunks (to overlap the single-threaded FFTs) measured no
+      # faster here.
+      pred = y_c.reshape(-1)[0] > 0
+      out_BxSxC = lax.dynamic_update_slice_in_dim(out_BxSxC, post(y_c), start, axis=0)
+      if r_c is not None:
+        red = red + r_c
+    return out_BxSxC, red
+
+  return jax.custom_batching.sequential_vmap(run)(*operands)
+
+
+# --------------------------------------------------------------------------------------------
+# Route "direct".
+# --------------------------------------------------------------------------------------------
+
+
+def _direct(x, kernel, pads):
+  d = x.ndim - 2
+  dn = ("NWC", "WIO", "NWC") if d == 1 else ("NHWC", "HWIO", "NHWC")
+  rhs = kernel[..., None, :]  # [*T, 1, C]: one input channel per group
+  return lax.conv_general_dilated(
+    x, rhs, (1,) * d, pads, dimension_numbers=dn, feature_group_count=x.shape[-1]
+  )
+
+
+# --------------------------------------------------------------------------------------------
+# Route "fft".
+# --------------------------------------------------------------------------------------------
+
+
+def _kernel_spectrum(kernel, pads, ns):
+  """rfft of the kernel placed so that circular cross-correlation gives y[i] (lag j - lo)."""
+  d = kernel.ndim - 1
+  k_CxT = jnp.moveaxis(kernel, -1, 0)
+  k_CxN = jnp.pad(
+    k_CxT, [(0, 0)] + [(0, n - t) for n, t in zip(ns, kernel.shape[:-1], strict=True)]
+  )
+  k_CxN = jnp.roll(k_CxN, [-lo for lo, _ in pads], axis=tuple(range(1, d + 1)))
+  return jnp.fft.rfftn(k_CxN, axes=tuple(range(1, d + 1)))
+
+
+def _spectra(start, size, ns, *arrays):
+  """rfft of a batch chunk of each [B, *S, C] array, channels moved first (contiguous axes)."""
+  d = len(ns)
+  axes = tuple(range(2, d + 2))
+  out = []
+  for a in arrays:
+    a_c = lax.slice_in_dim(a, start, start + size, axis=0)
+    out.append(jnp.fft.rfftn(jnp.moveaxis(a_c, -1, 1), s=ns, axes=axes))
+  return out
+
+
+def _fft_post(spatial):
+  def post(y_bxCxN):  # crop the padded transform and put channels back last
+    idx = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
+    return jnp.moveaxis(y_bxCxN[idx], 1, -1)
+
+  return post
+
+
+def _dk_from_corr(r_CxF, pads, ns, taps):
+  """dk[j] = sum g[i] x[i + j - lo]: the correlation's lags j - lo, rolled to j."""
+  d = len(ns)
+  axes = tuple(range(1, d + 1))
+  r_CxN = jnp.fft.irfftn(r_CxF, s=ns, axes=axes)
+  r_CxN = jnp.roll(r_CxN, [lo for lo, _ in pads], axis=axes)
+  idx = (slice(None),) + tuple(slice(0, t) for t in taps)
+  return jnp.moveaxis(r_CxN[idx], 0, -1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _fft_conv(x, kernel, pads):
+  spatial, B, C = x.shape[1:-1], x.shape[0], x.shape[-1]
+  ns = _fft_shape(spatial, pads)
+  kf = _kernel_spectrum(kernel, pads, ns)
+  axes = tuple(range(2, len(ns) + 2))
+
+  def body(start, size, x, kf):
+    (X,) = _spectra(start, size, ns, x)
+    return jnp.fft.irfftn(X * jnp.conj(kf), s=ns, axes=axes), None
+
+  chunk = _chunk_size(B, math.prod(spatial) * C * x.dtype.itemsize)
+  y, _ = _sequenced(body, _fft_post(spatial), (x, kf), B, chunk, x.shape, x.dtype, None)
+  return y
+
+
+def _fft_conv_fwd(x, kernel, pads):
+  return _fft_conv(x, kernel, pads), (x, kernel)
+
+
+def _fft_conv_bwd(pads, res, g):
+  x, kernel = res
+  spatial, B, C = x.shape[1:-1], x.shape[0], x.shape[-1]
+  ns = _fft_shape(spatial, pads)
+  kf = _kernel_spectrum(kernel, pads, ns)
+  axes = tuple(range(2, len(ns) + 2))
+
+  def body(start, size, x, g, kf):
+    X, G = _spectra(start, size, ns, x, g)
+    dx = jnp.fft.irfftn(G * kf, s=ns, axes=axes)  # dx = g circularly convolved with k
+    return dx, jnp.sum(jnp.conj(G) * X, axis=0)  # spectrum of sum_b corr(g, x)
+
+  chunk = _chunk_size(B, 2 * math.prod(spatial) * C * x.dtype.itemsize)
+  red_zero = jnp.zeros(kf.shape, kf.dtype)
+  dx, r = _sequenced(
+    body,
+    _fft_post(spatial),
+    (x, g, kf),
+    B,
+    chunk,
+    x.shape,
+    x.dtype,
+    red_zero,
+  )
+  dk = _dk_from_corr(r, pads, ns, kernel.shape[:-1])
+  return dx, dk.astype(kernel.dtype)
+
+
+_fft_conv.defvjp(_fft_conv_fwd, _fft_conv_bwd)
+
+
+# --------------------------------------------------------------------------------------------
+# Route "shift".
+# --------------------------------------------------------------------------------------------
+
+
+def _blocked_channels(c: int) -> int:
+  return -(-c // _LANES) * _LANES
+
+
+def _blocked_kernel(kernel):
+  """[*T, C] -> [*T, C/8, 1.., 8]: broadcasts against a blocked [b, C/8, *S, 8] array."""
+  taps, c = kernel.shape[:-1], kernel.shape[-1]
+  cp = _blocked_channels(c)
+  k = jnp.pad(kernel, [(0, 0)] * len(taps) + [(0, cp - c)])
+  return k.reshape(taps + (cp // _LANES,) + (1,) * len(taps) + (_LANES,))
+
+
+def _tree_sum(terms):
+  # Pairwise sums keep the FMA chains short (one long serial chain is latency-bound).
+  while len(terms) > 1:
+    terms = [sum(terms[i : i + 2][1:], terms[i]) for i in range(0, len(terms), 2)]
+  return terms[0]
+
+
+def _shift_chunk(a, start, size, kb, pads, spatial):
+  """sum_j k[j] a[i + j - lo] for a batch chunk of a [B, *S, C]; output blocked."""
+  d = len(spatial)
+  c = a.shape[-1]
+  cp = _blocked_channels(c)
+  a_c = lax.slice_in_dim(a, start, start + size, axis=0)
+  a_p = jnp.pad(a_c, [(0, 0)] + list(pads) + [(0, cp - c)])
+  sp = a_p.shape[1:-1]
+  # [b, *Sp, C/8, 8] -> [b, C/8, *Sp, 8]: XLA loops over the output in layout order, so the
+  # 8-channel block innermost with the spatial axes around it keeps a tap's kernel in a register.
+  a_b = jnp.moveaxis(a_p.reshape((size,) + sp + (cp // _LANES, _LANES)), d + 1, 1)
+  taps = kb.shape[:d]
+  terms = []
+  for j in np.ndindex(*taps):
+    idx = (slice(None), slice(None)) + tuple(
+      slice(o, o + s) for o, s in zip(j, spatial, strict=True)
+    )
+    terms.append(kb[j] * a_b[idx])
+  return _tree_sum(terms)
+
+
+def _shift_post(c):
+  def post(y_b):  # [b, C/8, *S, 8] -> [b, *S, C]
+    y = jnp.moveaxis(y_b, 1, -2)
+    return y.reshape(y.shape[:-2] + (-1,))[..., :c]
+
+  return post
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _shift_conv(x, kernel, pads):
+  spatial, B, C = x.shape[1:-1], x.shape[0], x.shape[-1]
+  kb = _blocked_kernel(kernel)
+
+  def body(start, size, x, kb):
+    return _shift_chunk(x, start, size, kb, pads, spatial), None
+
+  chunk = _chunk_size(B, math.prod(spatial) * C * x.dtype.itemsize)
+  y, _ = _sequenced(body, _shift_post(C), (x, kb), B, chunk, x.shape, x.dtype, None)
+  return y
+
+
+def _shift_conv_fwd(x, kernel, pads):
+  return _shift_conv(x, kernel, pads), (x, kernel)
+
+
+def _shift_conv_bwd(pads, res, g):
+  x, kernel = res
+  spatial, B, C = x.shape[1:-1], x.shape[0], x.shape[-1]
+  d = len(spatial)
+  # dx[m] = sum_j k[j] g[m - j + lo]: the same shift-and-add with the flipped kernel, pads swapped.
+  kb_flip = _blocked_kernel(kernel[(slice(None, None, -1),) * d])
+  pads_t = tuple((hi, lo) for lo, hi in pads)
+  ns = _fft_shape(spatial, pads)
+
+  def body(start, size, x, g, kb_flip):
+    dx_b = _shift_chunk(g, start, size, kb_flip, pads_t, spatial)
+    X, G = _spectra(start, size, ns, x, g)
+    return dx_b, jnp.sum(jnp.conj(G) * X, axis=0)
+
+  chunk = _chunk_size(B, 2 * math.prod(spatial) * C * x.dtype.itemsize)
+  nf = (C,) + ns[:-1] + (ns[-1] // 2 + 1,)
+  red_zero = jnp.zeros(nf, jnp.result_type(x.dtype, jnp.complex64))
+  dx, r = _sequenced(
+    body,
+    _shift_post(C),
+    (x, g, kb_flip),
+    B,
+    chunk,
+    x.shape,
+    x.dtype,
+    red_zero,
+  )
+  dk = _dk_from_corr(r, pads, ns, kernel.shape[:-1])
+  return dx, dk.astype(kernel.dtype)
+
+
+_shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API.
+# --------------------------------------------------------------------------------------------
+
+
+def depthwise_conv(x, kernel, *, causal: bool, route: str = "auto") -> jax.Array:
+  """Same-size depthwise cross-correlation of x_BxSxC with kernel_TxC (see module docstring)."""
+  _validate(x.shape, kernel.shape, causal)
+  spatial = tuple(x.shape[1:-1])
+  r = resolve_route(spatial, tuple(kernel.shape[:-1]), x.shape[-1], x.shape[0], causal, route)
+  dtype = jnp.result_type(x, kernel)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"depthwise_conv: needs floating inputs, got {x.dtype} and {kernel.dtype}")
+  x = x.astype(dtype)
+  kernel = _crop_kernel(kernel.astype(dtype), spatial, causal)
+  pads = _pads(kernel.shape[:-1], causal)
+  if r == "direct":
+    return _direct(x, kernel, pads)
+  if r == "fft":
+    return _fft_conv(x, kernel, pads)
+  return _shift_conv(x, kernel, pads)
+
+
+def resolve_route(spatial, taps, channels, batch, causal, route="auto") -> str:
+  """The concrete route "auto" picks for these static sizes (host-side, no tracing)."""
+  if route != "auto":
+    if route not in ROUTES:
+      raise ValueError(f"depthwise_conv: unknown route {route!r}; use 'auto' or {ROUTES}")
+    return route
+  spatial, taps = tuple(spatial), tuple(taps)
+  taps = _cropped_taps(spatial, taps, causal)
+  if jax.default_backend() != "cpu":
+    # Unmeasured on GPU/TPU: CCNN's rule (FFT once every kernel side exceeds 50).
+    return "fft" if min(taps) > 50 else "direct"
+  return "shift" if math.prod(taps) <= _SHIFT_MAX_TAPS else "fft"
+
+
+_SHIFT_MAX_TAPS = 64
+
+
+def _valid_pairs(length: int, taps: int, lo: int) -> int:
+  """(output, tap) pairs along one axis whose input index i + j - lo lies inside [0, length)."""
+  return sum(max(0, min(length, length + lo - j) - max(0, lo - j)) for j in range(taps))
+
+
+def route_flops(spatial, taps, channels, batch, causal, route) -> float:
+  """Forward FLOPs of `route` as XLA's cost analysis counts them (host-side integer math).
+
+  XLA counts: a grouped conv 2 per (output, tap) pair whose input is inside the image (a 1x1 one
+  is rewritten to a multiply, 1 per element); an FFT ``8 * input elements * prod_d floor(log2
+  n_d)`` (an XLA convention, not the real ~5 n log n); elementwise ops 1 per element, a complex
+  multiply 2; slices, pads, transposes, dynamic-update-slices 0; one convert per chunk's cond and
+  one compare per chained predicate.
+  """
+  spatial, taps = tuple(int(s) for s in spatial), tuple(int(t) for t in taps)
+  c, b = int(channels), int(batch)
+  route = resolve_route(spatial, taps, c, b, causal, route)
+  taps = _cropped_taps(spatial, taps, causal)
+  pads = _pads(taps, causal)
+  if route == "direct":
+    if all(t == 1 for t in taps):
+      return float(b * math.prod(spatial) * c)
+    pairs = math.prod(_valid_pairs(s, t, p[0]) for s, t, p in zip(spatial, taps, pads, strict=True))
+    return float(2 * b * c * pairs)
+  n_chunks = -(-b // _chunk_size(b, math.prod(spatial) * c * 4))
+  cond_flops = 2 * n_chunks - 1
+  if route == "shift":
+    positions = b * _blocked_channels(c) * math.prod(spatial)
+    return float((2 * math.prod(taps) - 1) * positions + cond_flops)
+  ns = _fft_shape(spatial, pads)
+  n, f = math.prod(ns), math.prod(ns[:-1]) * (ns[-1] // 2 + 1)
+  log_factor = math.prod(int(math.floor(math.log2(v))) for v in ns)
+  transforms = 8 * log_factor * (c * n + b * c * n + b * c * f)  # kernel, x, inverse
+  return float(transforms + 2 * b * c * f + c * f + cond_flops)  # X * conj(K), conj(K)

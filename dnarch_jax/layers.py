@@ -1,0 +1,154 @@
+"""Flax layers that own parameters at their maximal shapes and compute on a crop of them.
+
+Parameters never change shape (so optimizer state and checkpoints stay valid as the architecture
+changes); a layer is told, through static sizes, how much of itself to use. The math they call is
+in the pure modules (``masks``, ``grids``, ``conv``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnarch_jax import conv, grids, masks
+from dnarch_jax.kernelnets import make_kernel_net
+
+
+class SlicedDense(nn.Module):
+  """``x @ W[:C_in, :C_out] + b[:C_out]`` with ``W`` owned at ``[in_features, features]``."""
+
+  in_features: int
+  features: int
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x, out_features: int | None = None):
+    out_features = self.features if out_features is None else out_features
+    kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    return x @ kernel[: x.shape[-1], :out_features] + bias[:out_features]
+
+
+class SlicedBatchNorm(nn.Module):
+  """BatchNorm over all axes but the last, owning ``features`` channels and using the first few.
+
+  Statistics are over the whole (global) batch: under ``jit`` with the batch sharded over devices
+  this is CCNN's SyncBN. Running averages of channels outside the crop are left untouched.
+  """
+
+  features: int
+  momentum: float = 0.9  # PyTorch's momentum 0.1
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    width = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (self.features,))[:width]
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))[:width]
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (self.features,))
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (self.features,))
+    if train:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x, axis=axes)
+      var = jnp.mean(jnp.square(x - mean), axis=axes)
+      if not self.is_initializing():
+        m = self.momentum
+        ra_mean.value = ra_mean.value.at[:width].set(m * ra_mean.value[:width] + (1 - m) * mean)
+        ra_var.value = ra_var.value.at[:width].set(m * ra_var.value[:width] + (1 - m) * var)
+    else:
+      mean, var = ra_mean.value[:width], ra_var.value[:width]
+    return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+
+
+def channel_dropout(x_BxSxC, rate: float, rng, max_channels: int):
+  """Dropout2d: drop whole channels per example. The keep mask is drawn for ``max_channels``
+  and sliced, so a cropped network drops exactly the channels its full counterpart drops."""
+  if rate == 0.0:
+    return x_BxSxC
+  shape = (x_BxSxC.shape[0],) + (1,) * (x_BxSxC.ndim - 2) + (max_channels,)
+  keep = jax.random.bernoulli(rng, 1.0 - rate, shape)[..., : x_BxSxC.shape[-1]]
+  return jnp.where(keep, x_BxSxC / (1.0 - rate), 0.0)
+
+
+class MaskedContinuousConv(nn.Module):
+  """Depthwise convolution with a continuous kernel and a learnable gaussian size mask.
+
+  The kernel is a kernel net sampled at the layer's tap positions times the thresholded gaussian
+  mask ``exp(-1/2 sum_d (p_d - mu)^2 / sigma_d^2)`` (mu = 0, or 1 for causal kernels; sigma_d is
+  the architecture parameter ``arch_sigma``, one per axis, so 2D kernels can be rectangular).
+
+  Call it with the static number of ``taps`` per axis to compute only the crop (see
+  :func:`dnarch_jax.arch.compute_arch`), or with ``taps=None`` for the uncropped kernel: both give
+  the same output up to rounding. The grid follows the input's resolution relative to
+  ``input_size`` (METHOD.md §4.3): a block at half resolution samples every other kernel point.
+
+  Attributes:
+    channels: channels the kernel net owns (the input may use the first few).
+    kernel_grid: kernel samples per axis at input resolution (n).
+    input_size: the network's input size per axis (N), the unit of resolution.
+    causal: 1D causal kernel (the last tap weighs the current step).
+    learn_size: apply the learnable gaussian mask; without it the kernel is global (CKCNN).
+  """
+
+  channels: int
+  kernel_grid: Sequence[int]
+  input_size: Sequence[int]
+  causal: bool = False
+  learn_size: bool = True
+  sigma_init: float = 0.075
+  threshold: float = masks.DEFAULT_THRESHOLD
+  kernel_net: str = "magnet"
+  kernel_net_hidden: int = 32
+  kernel_net_layers: int = 3
+  omega_0: float = 2976.49
+  magnet_alpha: float = 6.0
+  magnet_beta: float = 1.0
+  initial_positions: int = 1  # taps at the initial crop: the kernel net's output scaling
+
+  def tap_positions(self, resolution: Sequence[int], taps: Sequence[int] | None):
+    """``[*taps, D]`` kernel coordinates at ``resolution`` (host-side, static)."""
+    per_axis = []
+    for d, m in enumerate(resolution):
+      n, big_n = self.kernel_grid[d], self.input_size[d]
+      k = grids.max_taps(n, big_n, m, self.causal) if taps is None else taps[d]
+      per_axis.append(grids.tap_positions(n, big_n, m, k, self.causal))
+    return grids.position_grid(per_axis)
+
+  def mask(self, p_KxD):
+    """Thresholded gaussian mask at positions ``p_KxD`` (``[*K]``), or ones without a mask."""
+    if not self.learn_size:
+      return jnp.ones(p_KxD.shape[:-1], jnp.float32)
+    dims = p_KxD.shape[-1]
+    sigma = self.param("arch_sigma", nn.initializers.constant(self.sigma_init), (dims,))
+    mu = np.full((dims,), 1.0 if self.causal else 0.0, np.float32)
+    return masks.thresholded(masks.gaussian(jnp.asarray(p_KxD), mu, sigma), self.threshold)
+
+  @nn.compact
+  def __call__(self, x_BxSxC, taps: Sequence[int] | None = None, route: str = "auto"):
+    resolution = x_BxSxC.shape[1:-1]
+    p_KxD = self.tap_positions(resolution, taps)
+    kernel_net = make_kernel_net(
+      self.kernel_net,
+      self.channels,
+      hidden=self.kernel_net_hidden,
+      num_layers=self.kernel_net_layers,
+      omega_0=self.omega_0,
+      causal=self.causal,
+      init_mask_sigma=self.sigma_init,
+      initial_positions=self.initial_positions,
+      alpha=self.magnet_alpha,
+      beta=self.magnet_beta,
+      name="kernel_net",
+    )
+    width = x_BxSxC.shape[-1]
+    kernel_KxC = kernel_net(jnp.asarray(p_KxD), out_channels=width)
+    kernel_KxC = kernel_KxC * self.mask(p_KxD)[..., None]
+    # Recorded for CCNN's L2 regulariser, which penalises the sampled, masked kernels.
+    self.sow("intermediates", "masked_kernel", kernel_KxC)
+    bias = self.param("bias", nn.initializers.zeros, (self.channels,))[:width]
+    y = conv.depthwise_conv(x_BxSxC, kernel_KxC, causal=self.causal, route=route)
+    return y + bias

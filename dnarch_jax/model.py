@@ -1,0 +1,187 @@
+"""The DNArch CCNN (Linen): stem, ``L_max`` pre-norm residual blocks, classification or dense head.
+
+``DNArchCCNN(cfg).apply(variables, x, arch, train=...)`` computes exactly the network ``arch``
+describes (cropped), or the full one for ``compute_arch(..., crop=False)``; both give the same
+output (METHOD.md §5). With every ``learn_*`` switch off it is CCNN with fixed sizes; with only
+``learn_kernel`` it is CCNN with FlexConv's learned kernel sizes, as CCNN's paper runs it.
+
+Architecture parameters (all named ``arch_*``):
+  ``stem_conv/arch_sigma``, ``block_l/conv/arch_sigma``: gaussian kernel-size masks, per axis;
+  ``arch_stream_cutoff``, ``block_l/arch_hidden_cutoff``: sigmoid-cutoff width masks;
+  ``block_l/arch_resolution_cutoff``: the block's frequency mask, per axis;
+  ``arch_depth_cutoff``: the sigmoid-cutoff mask over blocks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnarch_jax import masks, spectral
+from dnarch_jax.arch import Arch, BlockArch, index_coordinates, initial_arch, ramp_width
+from dnarch_jax.config import ModelConfig
+from dnarch_jax.layers import MaskedContinuousConv, SlicedBatchNorm, SlicedDense, channel_dropout
+
+_kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def index_mask(cutoff, count: int, used: int, temperature: float, threshold: float):
+  """Thresholded sigmoid-cutoff mask over the first ``used`` of ``count`` channels or blocks.
+
+  The first element is never thresholded, so a network keeps at least one channel and one block
+  and the cutoff always receives a gradient.
+  """
+  u = jnp.asarray(index_coordinates(count)[:used], jnp.float32)
+  m = masks.sigmoid_cutoff(u, cutoff, temperature)
+  return masks.thresholded(m, threshold).at[0].set(m[0])
+
+
+def frequency_mask_fns(cutoff_D, cfg: ModelConfig):
+  """Per-axis callables mapping absolute frequencies to the block's resolution mask."""
+
+  def make(axis):
+    nyquist = cfg.input_size[axis] / 2
+
+    def fn(freq):
+      u = freq / nyquist
+      if cfg.resolution_mask == "ramp":
+        return masks.ramp(u, cutoff_D[axis], ramp_width(cfg, axis))
+      return masks.sigmoid_cutoff(u, cutoff_D[axis], cfg.resolution_temperature)
+
+    return fn
+
+  return [make(axis) for axis in range(cfg.ndim)]
+
+
+def _conv(cfg: ModelConfig, channels: int, initial_taps, name: str) -> MaskedContinuousConv:
+  return MaskedContinuousConv(
+    channels=channels,
+    kernel_grid=tuple(cfg.grid_size(a) for a in range(cfg.ndim)),
+    input_size=cfg.input_size,
+    causal=cfg.causal,
+    learn_size=cfg.learn_kernel,
+    sigma_init=cfg.kernel_sigma_init,
+    threshold=cfg.threshold,
+    kernel_net=cfg.kernel_net,
+    kernel_net_hidden=cfg.kernel_net_hidden,
+    kernel_net_layers=cfg.kernel_net_layers,
+    omega_0=cfg.omega_0,
+    magnet_alpha=cfg.magnet_alpha,
+    magnet_beta=cfg.magnet_beta,
+    initial_positions=math.prod(initial_taps),
+    name=name,
+  )
+
+
+class Block(nn.Module):
+  """``y = x + g * GELU(Linear(Dropout(GELU(Mixer(DepthwiseCK(BN(x)))))))`` at the block's
+  resolution, stream and hidden widths masked (CCNN's "S4 block", METHOD.md §4)."""
+
+  cfg: ModelConfig
+  initial_taps: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, x_BxSxC, stream_mask_C, gate, barch: BlockArch, *, train: bool):
+    cfg = self.cfg
+    if cfg.learn_resolution:
+      cutoff = self.param(
+        "arch_resolution_cutoff",
+        nn.initializers.constant(cfg.resolution_init_cutoff),
+        (cfg.ndim,),
+      )
+      if barch.resample:
+        x_BxSxC = spectral.spectral_resample(
+          x_BxSxC, barch.resolution, frequency_mask_fns(cutoff, cfg)
+        )
+    h = SlicedBatchNorm(cfg.width, name="norm")(x_BxSxC, train=train)
+    h = _masked(h, stream_mask_C)
+    h = _conv(cfg, cfg.width, self.initial_taps, "conv")(h, barch.conv.taps, barch.conv.route)
+    h = SlicedDense(cfg.width, cfg.hidden_width, _kaiming_normal, name="mixer")(
+      h, barch.hidden_width
+    )
+    h = nn.gelu(h)
+    if cfg.learn_width:
+      cutoff = self.param("arch_hidden_cutoff", nn.initializers.constant(cfg.width_init_cutoff), ())
+      h = h * index_mask(
+        cutoff, cfg.hidden_width, barch.hidden_width, cfg.width_temperature, cfg.threshold
+      )
+    if train and cfg.dropout > 0:
+      h = channel_dropout(h, cfg.dropout, self.make_rng("dropout"), cfg.hidden_width)
+    h = SlicedDense(cfg.hidden_width, cfg.width, _kaiming_normal, name="linear")(
+      h, x_BxSxC.shape[-1]
+    )
+    h = _masked(nn.gelu(h), stream_mask_C)
+    if gate is not None:
+      h = h * gate
+    return x_BxSxC + h
+
+
+def _masked(x, mask):
+  return x if mask is None else x * mask
+
+
+class DNArchCCNN(nn.Module):
+  """The DNArch network. ``__call__(x_BxSxC, arch, train)`` -> logits ``[B, classes]`` (or
+  ``[B, *spatial, classes]`` with the dense head). Dropout draws from the ``"dropout"`` rng."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxSxC, arch: Arch | None = None, *, train: bool = False):
+    cfg = self.cfg
+    init_arch = initial_arch(cfg)
+    arch = init_arch if arch is None else arch
+    if tuple(x_BxSxC.shape[1:]) != (*cfg.input_size, cfg.in_channels):
+      raise ValueError(
+        f"input of shape {x_BxSxC.shape} does not match the model's "
+        f"[batch, *{cfg.input_size}, {cfg.in_channels}]"
+      )
+    stream = arch.stream_width
+    stream_mask = None
+    if cfg.learn_width:
+      cutoff = self.param("arch_stream_cutoff", nn.initializers.constant(cfg.width_init_cutoff), ())
+      stream_mask = index_mask(cutoff, cfg.width, stream, cfg.width_temperature, cfg.threshold)
+    gates = [None] * cfg.num_blocks
+    if cfg.learn_depth:
+      cutoff = self.param("arch_depth_cutoff", nn.initializers.constant(cfg.depth_init_cutoff), ())
+      g = index_mask(cutoff, cfg.num_blocks, cfg.num_blocks, cfg.depth_temperature, cfg.threshold)
+      gates = [g[l] for l in range(cfg.num_blocks)]
+
+    x = x_BxSxC
+    if train and cfg.input_dropout > 0:
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1 - cfg.input_dropout, x.shape)
+      x = jnp.where(keep, x / (1 - cfg.input_dropout), 0.0)
+    stem_conv = _conv(cfg, cfg.in_channels, init_arch.stem.taps, "stem_conv")
+    h = stem_conv(x, arch.stem.taps, arch.stem.route)
+    h = SlicedDense(cfg.in_channels, cfg.width, _kaiming_normal, name="stem_mixer")(h, stream)
+    h = SlicedBatchNorm(cfg.width, name="stem_norm")(h, train=train)
+    h = _masked(nn.gelu(h), stream_mask)
+
+    for l, barch in enumerate(arch.blocks):
+      block = Block(cfg, init_arch.blocks[l].conv.taps, name=f"block_{l}")
+      if barch.active or self.is_initializing():
+        h = block(h, stream_mask, gates[l], barch, train=train)
+
+    h = SlicedBatchNorm(cfg.width, name="head_norm")(h, train=train)
+    h = _masked(h, stream_mask)
+    head = SlicedDense(cfg.width, cfg.num_classes, name="head")
+    if cfg.head == "dense":
+      if tuple(h.shape[1:-1]) != tuple(cfg.input_size):
+        h = spectral.spectral_resample(h, cfg.input_size)
+      return head(h)
+    return head(jnp.mean(h, axis=tuple(range(1, h.ndim - 1))))
+
+
+def init_variables(cfg: ModelConfig, rng, batch_size: int = 2):
+  """Parameters and batch statistics at their maximal shapes (one trace of the full network)."""
+  x = jnp.zeros((batch_size, *cfg.input_size, cfg.in_channels), jnp.float32)
+  model = DNArchCCNN(cfg)
+  return jax.jit(lambda r: model.init(r, x, initial_arch(cfg, crop=False), train=False))(rng)
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,156 @@
+"""The jitted steps: one training update and one evaluation pass, per ``Arch``.
+
+``Arch`` is a static argument: ``jax.jit`` compiles once per architecture and caches the result,
+so an architecture refresh that does not change the ``Arch`` costs nothing. Parameters keep their
+maximal shapes; the model slices them. Under a device mesh the same functions run data-parallel:
+parameters replicated, the batch split along ``"data"``; reductions over the batch are global.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from dnarch_jax import cost
+from dnarch_jax.arch import Arch, arch_sizes, soft_sizes
+from dnarch_jax.config import ModelConfig
+from dnarch_jax.model import DNArchCCNN
+from dnarch_jax.optim import l2_norm_regulariser
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array  # raw key data (uint32), so checkpoints hold plain arrays
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """The objective: task loss + complexity term (+ CCNN's optional L2-norm regulariser).
+
+  ``budget_metric`` is ``"flops"`` or ``"params"``; ``budget`` its value (per example for FLOPs;
+  0 disables the term); ``budget_weight`` is lambda in ``lambda * max(0, cost/budget - 1)^2``.
+  ``cost_batch_size`` is the batch the kernel nets' cost is amortised over.
+  """
+
+  budget_metric: str = "flops"
+  budget: float = 0.0
+  budget_weight: float = 0.0
+  l2_weight: float = 0.0
+  cost_batch_size: int = 1
+
+
+def create_train_state(variables, tx: optax.GradientTransformation, rng) -> TrainState:
+  params = variables["params"]
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=variables.get("batch_stats", {}),
+    opt_state=tx.init(params),
+    rng=jax.random.key_data(rng),
+  )
+
+
+def cross_entropy(logits, labels, mask=None):
+  """Mean cross-entropy and accuracy over examples (and positions, for dense labels).
+
+  ``mask`` ([B], optional) weighs examples, e.g. 0 for the padding of a last eval batch.
+  """
+  log_p = jax.nn.log_softmax(logits)
+  nll = -jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  weights = jnp.ones(labels.shape[:1]) if mask is None else mask
+  weights = jnp.broadcast_to(
+    weights.reshape(weights.shape + (1,) * (labels.ndim - 1)), labels.shape
+  )
+  total = jnp.maximum(jnp.sum(weights), 1.0)
+  return jnp.sum(nll * weights) / total, jnp.sum(correct * weights) / total
+
+
+def soft_cost(params, cfg: ModelConfig, arch: Arch, loss_cfg: LossConfig):
+  sizes = soft_sizes(params, cfg, arch, loss_cfg.cost_batch_size)
+  return cost.params(sizes) if loss_cfg.budget_metric == "params" else cost.flops(sizes)
+
+
+def make_train_step(
+  cfg: ModelConfig, tx: optax.GradientTransformation, loss_cfg: LossConfig
+) -> Callable[[TrainState, dict, Arch], tuple[TrainState, dict]]:
+  """``step(state, batch, arch) -> (state, metrics)``, jitted with ``arch`` static."""
+  model = DNArchCCNN(cfg)
+  mutable = ["batch_stats", "intermediates"] if loss_cfg.l2_weight > 0 else ["batch_stats"]
+
+  def loss_fn(params, batch_stats, batch, arch, dropout_rng):
+    logits, updates = model.apply(
+      {"params": params, "batch_stats": batch_stats},
+      batch["input"],
+      arch,
+      train=True,
+      rngs={"dropout": dropout_rng},
+      mutable=mutable,
+    )
+    task_loss, accuracy = cross_entropy(logits, batch["label"])
+    loss = task_loss
+    metrics = {"task_loss": task_loss, "accuracy": accuracy}
+    if loss_cfg.budget > 0:
+      c = soft_cost(params, cfg, arch, loss_cfg)
+      penalty = cost.budget_penalty(c, loss_cfg.budget, loss_cfg.budget_weight)
+      loss = loss + penalty
+      metrics.update(cost_soft=c, cost_ratio=c / loss_cfg.budget, budget_penalty=penalty)
+    if loss_cfg.l2_weight > 0:
+      l2 = l2_norm_regulariser(params, updates.get("intermediates", {}), loss_cfg.l2_weight)
+      loss = loss + l2
+      metrics["l2"] = l2
+    metrics["loss"] = loss
+    return loss, (metrics, updates["batch_stats"])
+
+  def step(state: TrainState, batch: dict, arch: Arch):
+    rng = jax.random.wrap_key_data(state.rng)
+    rng, dropout_rng = jax.random.split(rng)
+    grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
+      state.params, state.batch_stats, batch, arch, jax.random.fold_in(dropout_rng, state.step)
+    )
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=opt_state,
+      rng=jax.random.key_data(rng),
+    )
+    return new_state, metrics
+
+  return jax.jit(step, static_argnums=2, donate_argnums=0)
+
+
+def make_eval_step(cfg: ModelConfig) -> Callable[[TrainState, dict, Arch], dict]:
+  """``eval(state, batch, arch) -> sums`` of loss, correct predictions and example weight."""
+  model = DNArchCCNN(cfg)
+
+  def evaluate(state: TrainState, batch: dict, arch: Arch):
+    logits = model.apply(
+      {"params": state.params, "batch_stats": state.batch_stats}, batch["input"], arch, train=False
+    )
+    mask = batch.get("mask")
+    loss, accuracy = cross_entropy(logits, batch["label"], mask)
+    weight = (
+      jnp.sum(mask) if mask is not None else jnp.asarray(batch["label"].shape[0], jnp.float32)
+    )
+    return {"loss_sum": loss * weight, "correct_sum": accuracy * weight, "weight": weight}
+
+  return jax.jit(evaluate, static_argnums=2)
+
+
+def arch_cost(arch: Arch, cfg: ModelConfig, batch_size: int) -> dict[str, float]:
+  """Reported FLOPs per example and parameters of ``arch`` (integer sizes)."""
+  sizes = arch_sizes(arch, cfg, batch_size)
+  return {"flops": float(cost.flops(sizes)), "params": float(cost.params(sizes))}

@@ -1,0 +1,97 @@
+"""The cost model against XLA's cost analysis, and the soft cost's gradients."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dnarch_jax import cost
+from dnarch_jax.arch import arch_params, arch_sizes, compute_arch, soft_sizes
+from dnarch_jax.cli import main
+from dnarch_jax.config import load_config
+from dnarch_jax.experiment import run_model_config
+from dnarch_jax.model import init_variables
+from dnarch_jax.summary import xla_forward_flops
+
+
+@functools.cache
+def setup(task):
+  config = load_config(f"experiments/{task}.py:dnarch")
+  cfg = run_model_config(config)
+  return cfg, init_variables(cfg, jax.random.key(0)), int(config.data.batch_size)
+
+
+def with_masks(params, sigma, width, resolution, depth):
+  def value(path, leaf):
+    name = path[-1].key
+    table = {
+      "arch_sigma": sigma,
+      "arch_stream_cutoff": width,
+      "arch_hidden_cutoff": width,
+      "arch_resolution_cutoff": resolution,
+      "arch_depth_cutoff": depth,
+    }
+    return jnp.full_like(leaf, table[name]) if name in table else leaf
+
+  return jax.tree_util.tree_map_with_path(value, params)
+
+
+ARCHS = {
+  "initial": dict(sigma=0.075, width=1.1, resolution=1.1, depth=1.1),
+  "cropped": dict(sigma=0.2, width=0.4, resolution=0.55, depth=0.6),
+  "small": dict(sigma=0.03, width=0.15, resolution=0.3, depth=0.2),
+}
+
+
+@pytest.mark.parametrize("task", ["smnist", "mnist"])
+@pytest.mark.parametrize("which", ["initial", "cropped", "small", "uncropped"])
+def test_cost_model_within_10_percent_of_xla(task, which):
+  cfg, variables, batch = setup(task)
+  masks = ARCHS.get(which, ARCHS["initial"])
+  params = with_masks(variables["params"], **masks)
+  arch = compute_arch(params, cfg, batch, crop=which != "uncropped")
+  model_flops = float(cost.flops(arch_sizes(arch, cfg, batch)))
+  xla_flops = xla_forward_flops(cfg, {**variables, "params": params}, arch, batch)
+  assert abs(model_flops / xla_flops - 1) < 0.10, (arch, model_flops, xla_flops)
+
+
+def test_the_three_architectures_differ():
+  cfg, variables, batch = setup("mnist")
+  archs = {
+    k: compute_arch(with_masks(variables["params"], **m), cfg, batch) for k, m in ARCHS.items()
+  }
+  assert len(set(archs.values())) == 3
+  assert archs["small"].depth < archs["cropped"].depth < archs["initial"].depth
+
+
+def test_soft_cost_is_differentiable_in_every_mask_and_near_the_arch_cost():
+  cfg, variables, batch = setup("mnist")
+  params = with_masks(variables["params"], **ARCHS["cropped"])
+  arch = compute_arch(params, cfg, batch)
+
+  def soft(p):
+    return cost.flops(soft_sizes(p, cfg, arch, batch))
+
+  grads = arch_params(jax.grad(soft)(params))
+  for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+    name = jax.tree_util.keystr(path)
+    if "arch_sigma" in name:
+      continue  # the CPU routes' cost does not depend on kernel size (FFT) or barely (shift)
+    assert np.all(np.abs(g) > 0), name
+  soft_value = float(soft(params))
+  hard_value = float(cost.flops(arch_sizes(arch, cfg, batch)))
+  assert 0.3 < soft_value / hard_value < 1.5  # same formula; soft sizes are sums of mask values
+
+
+@pytest.mark.parametrize("task", ["smnist", "mnist"])
+def test_summary_cli_prints_model_and_xla_flops(task, capsys):
+  assert main(["summary", "--config", f"experiments/{task}.py:smoke", "--json"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert abs(out["flops_model"] / out["flops_xla"] - 1) < 0.10
+  assert {"params", "layers"} <= set(out)
+  assert [layer["name"] for layer in out["layers"]] == ["stem", "block_0", "block_1", "head"]
+  assert main(["summary", "--config", f"experiments/{task}.py:smoke", "--no-xla"]) == 0
+  assert "FLOPs per example" in capsys.readouterr().out

@@ -1,0 +1,193 @@
+"""The DNArch CCNN: cropped network = thresholded full network; gradients reach every mask."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dnarch_jax.arch import Arch, arch_params, compute_arch, initial_arch
+from dnarch_jax.config import ModelConfig, validate
+from dnarch_jax.model import DNArchCCNN, init_variables
+
+ALL_ON = dict(learn_kernel=True, learn_width=True, learn_resolution=True, learn_depth=True)
+
+
+def small_config(ndim: int, **overrides) -> ModelConfig:
+  if ndim == 1:
+    base = dict(input_size=(64,), in_channels=2, causal=True, kernel_grid=0, kernel_bucket=4)
+  else:
+    base = dict(input_size=(16, 12), in_channels=3, kernel_grid=17)
+  base.update(
+    num_classes=5, num_blocks=4, width=24, hidden_width=32, kernel_net_hidden=8, omega_0=30.0,
+    dropout=0.2, width_bucket=4, **ALL_ON,
+  )  # fmt: skip
+  base.update(overrides)
+  return validate(ModelConfig(**base))
+
+
+@functools.cache
+def cached_init(cfg: ModelConfig):
+  """One initialisation per configuration for the whole module (init compiles for seconds)."""
+  return init_variables(cfg, jax.random.key(0))
+
+
+def set_masks(
+  params, cfg: ModelConfig, rng, resolution_cutoffs, depth_cutoff=0.5, sigma=(0.05, 0.3)
+):
+  """Random masks that crop kernel size and width; given depth and per-block resolution cutoffs
+  (depth cutoff 0.5 keeps blocks 0 and 1 of 4)."""
+
+  def value(path, leaf):
+    name = path[-1].key
+    block = next((int(k.key.split("_")[1]) for k in path if str(k.key).startswith("block_")), None)
+    if name == "arch_sigma":
+      return jnp.asarray(rng.uniform(*sigma, leaf.shape), leaf.dtype)
+    if name in ("arch_stream_cutoff", "arch_hidden_cutoff"):
+      return jnp.asarray(rng.uniform(0.2, 0.7), leaf.dtype)
+    if name == "arch_depth_cutoff":
+      return jnp.asarray(depth_cutoff, leaf.dtype)
+    if name == "arch_resolution_cutoff":
+      return jnp.asarray(np.broadcast_to(resolution_cutoffs[block], leaf.shape), leaf.dtype)
+    return leaf
+
+  return jax.tree_util.tree_map_with_path(value, params)
+
+
+def apply_both(cfg, params, batch_stats, x, train):
+  model = DNArchCCNN(cfg)
+  variables = {"params": params, "batch_stats": batch_stats}
+  cropped = compute_arch(params, cfg, x.shape[0])
+  full = compute_arch(params, cfg, x.shape[0], crop=False)
+  kwargs = dict(rngs={"dropout": jax.random.key(7)}, mutable=["batch_stats"]) if train else {}
+  apply = jax.jit(
+    lambda v, x, arch: model.apply(v, x, arch, train=train, **kwargs), static_argnums=2
+  )
+  out_c = apply(variables, x, cropped)
+  out_f = apply(variables, x, full)
+  if train:
+    (out_c, _), (out_f, _) = out_c, out_f
+  return cropped, full, out_c, out_f
+
+
+def rel(a, b):
+  return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+CASES = [
+  # (ndim, per-block resolution cutoffs (normalised): lower, higher than the input, ...)
+  (1, [0.45, 0.8, 0.3, 1.0]),
+  (2, [(0.4, 0.7), (0.8, 1.2), 0.5, 0.5]),
+]
+
+
+@pytest.mark.parametrize("ndim,res_cutoffs", CASES)
+@pytest.mark.parametrize("train", [False, True])
+def test_cropped_network_equals_thresholded_full_network(ndim, res_cutoffs, train):
+  cfg = small_config(ndim)
+  variables = cached_init(cfg)
+  params = set_masks(variables["params"], cfg, np.random.default_rng(ndim), res_cutoffs)
+  x = jax.random.normal(jax.random.key(1), (4, *cfg.input_size, cfg.in_channels))
+  cropped, full, out_c, out_f = apply_both(cfg, params, variables["batch_stats"], x, train)
+
+  # The masks really crop every dimension ...
+  maximal = compute_arch(params, cfg, 4, crop=False)
+  assert cropped.stream_width < cfg.width
+  assert all(b.hidden_width < cfg.hidden_width for b in cropped.blocks if b.active)
+  assert cropped.depth == 2 < cfg.num_blocks
+  assert all(
+    np.prod(c.conv.taps) < np.prod(m.conv.taps)
+    for c, m in zip(cropped.blocks, maximal.blocks, strict=True)
+    if c.active
+  )
+  # ... with a block below its input's resolution and the next one above it.
+  res = [b.resolution for b in cropped.blocks if b.active]
+  assert np.prod(res[0]) < np.prod(cfg.input_size) and np.prod(res[1]) > np.prod(res[0])
+  assert [b.resolution for b in full.blocks if b.resample] == res
+  # ... and the cropped network computes the same function.
+  assert out_c.shape == out_f.shape == (4, cfg.num_classes)
+  assert rel(out_c, out_f) < 1e-5
+
+
+def test_dense_head_cropped_equals_full_and_returns_input_resolution():
+  cfg = small_config(2, head="dense")
+  variables = cached_init(cfg)
+  params = set_masks(variables["params"], cfg, np.random.default_rng(3), [0.5, 0.5, 0.5, 0.5])
+  x = jax.random.normal(jax.random.key(1), (2, *cfg.input_size, cfg.in_channels))
+  _, _, out_c, out_f = apply_both(cfg, params, variables["batch_stats"], x, False)
+  assert out_c.shape == (2, *cfg.input_size, cfg.num_classes)
+  assert rel(out_c, out_f) < 1e-5
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_every_architecture_parameter_receives_a_gradient(ndim):
+  cfg = small_config(ndim)
+  variables = cached_init(cfg)
+  # Every block kept (gates below 1 but above the threshold) and every kernel at least 3 taps per
+  # axis: a kernel axis cropped to its centre tap has mask exactly 1 there, so its sigma then
+  # learns only from the cost term.
+  rng = np.random.default_rng(5)
+  params = set_masks(variables["params"], cfg, rng, [0.6] * 4, 0.9, sigma=(0.3, 0.5))
+  x = jax.random.normal(jax.random.key(1), (4, *cfg.input_size, cfg.in_channels))
+  labels = jnp.arange(4) % cfg.num_classes
+  arch = compute_arch(params, cfg, 4)
+
+  def loss(p):
+    logits, _ = DNArchCCNN(cfg).apply(
+      {"params": p, "batch_stats": variables["batch_stats"]}, x, arch, train=True,
+      rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"],
+    )  # fmt: skip
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+  grads = arch_params(jax.jit(jax.grad(loss))(params))
+  flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+  expected = 2 + 1 + 3 * cfg.num_blocks  # stem sigma, stream, depth; per block sigma/hidden/res
+  assert len(flat) == expected
+  for path, g in flat:
+    assert np.all(np.abs(g) > 0), f"no gradient for {jax.tree_util.keystr(path)}"
+
+
+def test_ccnn_without_learned_dimensions_has_no_masks_and_full_sizes():
+  cfg = small_config(
+    2, learn_kernel=False, learn_width=False, learn_resolution=False, learn_depth=False
+  )
+  variables = cached_init(cfg)
+  assert arch_params(variables["params"]) == {}
+  arch = initial_arch(cfg)
+  assert arch == compute_arch({}, cfg, crop=False)
+  assert arch.stream_width == cfg.width and arch.depth == cfg.num_blocks
+  assert all(b.conv.taps == (17, 17) and not b.resample for b in arch.blocks)
+
+
+def test_initial_arch_crops_kernels_and_keeps_everything_else():
+  cfg = small_config(2)
+  arch = initial_arch(cfg)
+  assert arch.stem.taps == (3, 3)  # grid 17 over 16 pixels, sigma 0.075: radius 0.161, step 1/8
+  assert arch.stream_width == cfg.width and arch.depth == cfg.num_blocks
+  assert all(b.resolution == cfg.input_size for b in arch.blocks)
+
+
+def test_arch_round_trips_through_json_and_is_hashable():
+  arch = initial_arch(small_config(1))
+  again = Arch.from_dict(__import__("json").loads(arch.to_json()))
+  assert again == arch and hash(again) == hash(arch)
+  assert dataclasses.replace(arch, stream_width=8) != arch
+
+
+def test_wrong_input_shape_is_a_clear_error():
+  cfg = small_config(1)
+  variables = cached_init(cfg)
+  with pytest.raises(ValueError, match="does not match"):  # raised while tracing
+    DNArchCCNN(cfg).apply(variables, jnp.zeros((2, 32, cfg.in_channels)), initial_arch(cfg))
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.5, 6.0])
+def test_gamma_sampler_matches_the_gamma_distribution(alpha):
+  from dnarch_jax.kernelnets import sample_gamma
+
+  x = np.asarray(sample_gamma(jax.random.key(0), alpha, (200_000,)))
+  assert np.all(x > 0)
+  np.testing.assert_allclose(x.mean(), alpha, rtol=0.01)  # Gamma(a, 1): mean a, variance a
+  np.testing.assert_allclose(x.var(), alpha, rtol=0.03)
