@@ -47,6 +47,7 @@ def cmd_train(args, overrides) -> int:
   from dnarch_jax.train import load_run_config, train
 
   sharding.initialize_distributed()
+  sharding.enable_compilation_cache()
   if args.config:
     config = load_config(args.config, overrides)
   else:
@@ -63,6 +64,7 @@ def cmd_eval(args, overrides) -> int:
   from dnarch_jax.train import evaluate_run
 
   sharding.initialize_distributed()
+  sharding.enable_compilation_cache()
   print(json.dumps(evaluate_run(args.workdir, args.split, args.checkpoint)))
   return 0
 

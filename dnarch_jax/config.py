@@ -276,7 +276,9 @@ def optim_block(
 
   ``arch_lr_factor`` multiplies ``lr`` for the architecture parameters. CCNN meant 0.1 for its
   mask parameters but its filter matched none, so its released runs used 1.0 (METHOD.md §7);
-  the factor is explicit in every config.
+  the factor is explicit in every config. ``arch_lr`` (None) sets the architecture's rate
+  outright. ``l2_regulariser`` is CCNN's: ``weight_decay`` weighs the sum of the L2 norms of the
+  weights and sampled kernels, and AdamW's own decay is 0 (as in CCNN's runs).
   """
   return ml_collections.ConfigDict(
     dict(
@@ -285,5 +287,40 @@ def optim_block(
       warmup_epochs=float(warmup_epochs),
       epochs=float(epochs),
       arch_lr_factor=float(arch_lr_factor),
+      arch_lr=ml_collections.config_dict.placeholder(float),
+      l2_regulariser=True,
+      grad_clip=0.0,
     )
   )
+
+
+def add_loop_fields(config: ml_collections.ConfigDict, **values) -> ml_collections.ConfigDict:
+  """The training loop's and the budget's fields, with defaults for those not set yet.
+
+  Loop: ``total_steps`` (0: ``optim.epochs`` epochs), ``log_every``, ``eval_every``,
+  ``checkpoint_every``, ``arch_refresh_every`` (steps between recomputing the ``Arch``),
+  ``keep_last`` (checkpoints), ``progress`` (a progress bar).
+  Budget (``config.budget``): ``metric`` ("flops" per example, or "params"), ``mode`` ("soft":
+  the penalty only; "hard": the ``Arch`` never exceeds it either), ``value`` (absolute; 0: use
+  ``fraction``), ``fraction`` (of the maximal network's cost; 0 and ``value`` 0: no budget),
+  ``weight`` (lambda in ``lambda * max(0, cost/budget - 1)^2``).
+  """
+  defaults = dict(
+    seed=0,
+    total_steps=0,
+    log_every=50,
+    eval_every=1000,
+    checkpoint_every=1000,
+    arch_refresh_every=50,
+    keep_last=3,
+    progress=True,
+  )
+  defaults.update({k: v for k, v in values.items() if k != "budget"})
+  for key, value in defaults.items():
+    if key not in config:
+      config[key] = value
+  budget = dict(metric="flops", mode="soft", value=0.0, fraction=0.0, weight=1.0)
+  budget.update(values.get("budget", {}))
+  if "budget" not in config:
+    config.budget = ml_collections.ConfigDict(budget)
+  return config

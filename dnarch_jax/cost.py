@@ -171,7 +171,7 @@ def kernel_mask_flops(positions, dims: int, channels):
 # --- the network ----------------------------------------------------------------------------------
 
 
-def _conv_layer_flops(c: ConvSizes, s: NetworkSizes):
+def _conv_layer_flops(c: ConvSizes, s: NetworkSizes, bias: bool = True):
   """Per example: the conv, its bias, and (amortised) the kernel net and mask sampling it."""
   positions = _prod(c.resolution)
   taps = _prod(c.taps)
@@ -181,7 +181,8 @@ def _conv_layer_flops(c: ConvSizes, s: NetworkSizes):
   )
   if s.learn_kernel:
     per_batch = per_batch + kernel_mask_flops(taps, dims, c.channels)
-  return conv_flops(c, s.causal, s.batch_size) + positions * c.channels + per_batch / s.batch_size
+  bias_flops = positions * c.channels if bias else 0
+  return conv_flops(c, s.causal, s.batch_size) + bias_flops + per_batch / s.batch_size
 
 
 def resample_flops(size_in: Sequence[Scalar], size_out: Sequence[Scalar], channels, masked: bool):
@@ -204,7 +205,9 @@ def layer_flops(s: NetworkSizes) -> dict[str, Any]:
   out: dict[str, Any] = {}
   # stem: conv on the input channels, mixer to the stream, BN (3/elt), GELU (8/elt), stream mask.
   out["stem"] = (
-    _conv_layer_flops(s.stem, s) + 2 * n_in * s.in_channels * c + n_in * c * (1 + 3 + 8 + mask)
+    _conv_layer_flops(s.stem, s, bias=False)
+    + 2 * n_in * s.in_channels * c
+    + n_in * c * (3 + 8 + mask)
   )
   resolution = tuple(s.input_size)
   for l, b in enumerate(s.blocks):
@@ -251,8 +254,8 @@ def params(s: NetworkSizes):
   this counts what a fixed-shape export stores: sampled depthwise kernels, biases, mixers, BN.
   """
   c = s.stream
-  total = _prod(s.stem.taps) * s.in_channels + s.in_channels  # stem kernel + bias
-  total = total + s.in_channels * c + c + 2 * c  # stem mixer, stem BN
+  total = _prod(s.stem.taps) * s.in_channels  # stem kernel (no bias: BatchNorm follows)
+  total = total + s.in_channels * c + 2 * c  # stem mixer (no bias), stem BN
   for b in s.blocks:
     h = b.hidden
     block = 2 * c + _prod(b.conv.taps) * c + c  # BN, kernel, bias

@@ -24,13 +24,16 @@ class SlicedDense(nn.Module):
   in_features: int
   features: int
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x, out_features: int | None = None):
     out_features = self.features if out_features is None else out_features
     kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    return x @ kernel[: x.shape[-1], :out_features] + bias[:out_features]
+    y = x @ kernel[: x.shape[-1], :out_features]
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,))[:out_features]
+    return y
 
 
 class SlicedBatchNorm(nn.Module):
@@ -108,6 +111,7 @@ class MaskedContinuousConv(nn.Module):
   magnet_alpha: float = 6.0
   magnet_beta: float = 1.0
   initial_positions: int = 1  # taps at the initial crop: the kernel net's output scaling
+  use_bias: bool = True
 
   def tap_positions(self, resolution: Sequence[int], taps: Sequence[int] | None):
     """``[*taps, D]`` kernel coordinates at ``resolution`` (host-side, static)."""
@@ -149,6 +153,7 @@ class MaskedContinuousConv(nn.Module):
     kernel_KxC = kernel_KxC * self.mask(p_KxD)[..., None]
     # Recorded for CCNN's L2 regulariser, which penalises the sampled, masked kernels.
     self.sow("intermediates", "masked_kernel", kernel_KxC)
-    bias = self.param("bias", nn.initializers.zeros, (self.channels,))[:width]
     y = conv.depthwise_conv(x_BxSxC, kernel_KxC, causal=self.causal, route=route)
-    return y + bias
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.channels,))[:width]
+    return y

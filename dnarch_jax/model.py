@@ -57,7 +57,9 @@ def frequency_mask_fns(cutoff_D, cfg: ModelConfig):
   return [make(axis) for axis in range(cfg.ndim)]
 
 
-def _conv(cfg: ModelConfig, channels: int, initial_taps, name: str) -> MaskedContinuousConv:
+def _conv(
+  cfg: ModelConfig, channels: int, initial_taps, name: str, use_bias: bool = True
+) -> MaskedContinuousConv:
   return MaskedContinuousConv(
     channels=channels,
     kernel_grid=tuple(cfg.grid_size(a) for a in range(cfg.ndim)),
@@ -73,6 +75,7 @@ def _conv(cfg: ModelConfig, channels: int, initial_taps, name: str) -> MaskedCon
     magnet_alpha=cfg.magnet_alpha,
     magnet_beta=cfg.magnet_beta,
     initial_positions=math.prod(initial_taps),
+    use_bias=use_bias,
     name=name,
   )
 
@@ -155,9 +158,12 @@ class DNArchCCNN(nn.Module):
     if train and cfg.input_dropout > 0:
       keep = jax.random.bernoulli(self.make_rng("dropout"), 1 - cfg.input_dropout, x.shape)
       x = jnp.where(keep, x / (1 - cfg.input_dropout), 0.0)
-    stem_conv = _conv(cfg, cfg.in_channels, init_arch.stem.taps, "stem_conv")
+    # BatchNorm follows the stem's conv and mixer, so biases there would be no-ops whose exactly
+    # zero gradient Adam turns into rounding-noise steps (CCNN has them; we leave them out).
+    stem_conv = _conv(cfg, cfg.in_channels, init_arch.stem.taps, "stem_conv", use_bias=False)
     h = stem_conv(x, arch.stem.taps, arch.stem.route)
-    h = SlicedDense(cfg.in_channels, cfg.width, _kaiming_normal, name="stem_mixer")(h, stream)
+    stem_mixer = SlicedDense(cfg.in_channels, cfg.width, _kaiming_normal, False, name="stem_mixer")
+    h = stem_mixer(h, stream)
     h = SlicedBatchNorm(cfg.width, name="stem_norm")(h, train=train)
     h = _masked(nn.gelu(h), stream_mask)
 

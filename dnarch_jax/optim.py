@@ -60,14 +60,18 @@ def make_optimizer(
   """The partitioned optimiser for ``params`` from ``config.optim``.
 
   Fields: ``lr``, ``weight_decay`` (AdamW's decoupled decay; 0 when ``l2_regulariser`` is used,
-  as CCNN does), ``warmup_epochs``, ``arch_lr_factor``, optional ``grad_clip`` (global norm).
+  as CCNN does), ``warmup_epochs``, ``arch_lr_factor``, optional ``arch_lr`` (the architecture's
+  peak rate; replaces ``lr * arch_lr_factor`` when set), optional ``grad_clip`` (global norm).
   """
   warmup = int(round(float(optim["warmup_epochs"]) * steps_per_epoch))
   schedule = warmup_cosine(float(optim["lr"]), total_steps, warmup)
-  factor = float(optim["arch_lr_factor"])
+  arch_peak = optim.get("arch_lr")
+  if arch_peak is None:
+    arch_peak = float(optim["lr"]) * float(optim["arch_lr_factor"])
+  arch_schedule = warmup_cosine(float(arch_peak), total_steps, warmup)
   weight_decay = 0.0 if optim.get("l2_regulariser", False) else float(optim["weight_decay"])
   weights = optax.adamw(schedule, weight_decay=weight_decay)
-  arch = optax.adam(lambda step: factor * schedule(step))
+  arch = optax.adam(arch_schedule)
   clip = float(optim.get("grad_clip", 0.0) or 0.0)
   if clip > 0:
     weights = optax.chain(optax.clip_by_global_norm(clip), weights)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from dnarch_jax.config import learn, model_block, optim_block
+from dnarch_jax.config import add_loop_fields, learn, model_block, optim_block
 from dnarch_jax.data import default_data_config
 
 
@@ -35,15 +35,23 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.optim = optim_block(
     lr=0.02, weight_decay=1e-4, warmup_epochs=5, epochs=210, arch_lr_factor=1.0
   )
+  # DNArch variants train under a FLOPs budget of half the maximal network's (soft penalty).
+  add_loop_fields(config, budget=dict(metric="flops", mode="soft", fraction=0.0, weight=1.0))
   if variant in ("ccnn_4_140", "dnarch_k"):
     learn(config.model, "kernel")
   elif variant == "dnarch":
     learn(config.model, "kernel", "width", "resolution", "depth")
+    config.budget.fraction = 0.5
   elif variant == "smoke":
     learn(config.model, "kernel", "width", "resolution", "depth")
     config.data.batch_size = 16
     config.model.update(num_blocks=2, width=16, hidden_width=16, kernel_net_hidden=8)
     config.optim.update(warmup_epochs=0.0, epochs=0.01)
+    config.budget.fraction = 0.5
+    config.update(
+      total_steps=30, log_every=5, eval_every=15, checkpoint_every=10, arch_refresh_every=5
+    )
+    config.data.update(eval_batch_size=200, val_size=1000)
   else:
     raise ValueError(f"unknown variant {variant!r} of mnist: ccnn_4_140, dnarch_k, dnarch, smoke")
   return config

@@ -1,0 +1,103 @@
+"""The computational budget: its value from the config, feasibility, and the hard-budget projection.
+
+``soft`` mode adds ``lambda * max(0, cost/budget - 1)^2`` to the loss (METHOD.md §6). ``hard``
+mode also guarantees that no ``Arch`` the trainer computes exceeds the budget: at every
+architecture refresh the mask parameters are projected, if needed, onto the largest
+architecture on the segment towards the smallest one that fits (bisection; every size is
+monotone in every mask parameter, so the cost is monotone along the segment) [design].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnarch_jax import cost
+from dnarch_jax.arch import Arch, arch_sizes, compute_arch
+from dnarch_jax.config import ModelConfig
+from dnarch_jax.optim import is_arch_param
+
+METRICS = ("flops", "params")
+MODES = ("soft", "hard")
+
+
+def arch_cost(arch: Arch, cfg: ModelConfig, batch_size: int, metric: str) -> float:
+  sizes = arch_sizes(arch, cfg, batch_size)
+  return float(cost.params(sizes) if metric == "params" else cost.flops(sizes))
+
+
+def extreme_params(params, largest: bool):
+  """Mask parameters at the largest (every tap, channel, block and frequency) or the smallest
+  reachable architecture (1 tap, 1 channel, 1 block, lowest resolution); weights unchanged."""
+
+  def extreme(path, leaf):
+    if not is_arch_param(path):
+      return leaf
+    name = str(getattr(path[-1], "key", path[-1]))
+    if name == "arch_sigma":
+      return jnp.full_like(leaf, 100.0 if largest else 1e-4)
+    return jnp.full_like(leaf, 100.0 if largest else -100.0)
+
+  return jax.tree_util.tree_map_with_path(extreme, params)
+
+
+def maximal_cost(params, cfg: ModelConfig, batch_size: int, metric: str) -> float:
+  """Cost of the maximal network: every dimension at its maximum."""
+  arch = compute_arch(extreme_params(params, largest=True), cfg, batch_size)
+  return arch_cost(arch, cfg, batch_size, metric)
+
+
+def minimal_cost(params, cfg: ModelConfig, batch_size: int, metric: str) -> float:
+  arch = compute_arch(extreme_params(params, largest=False), cfg, batch_size)
+  return arch_cost(arch, cfg, batch_size, metric)
+
+
+def resolve_budget(budget_cfg, params, cfg: ModelConfig, batch_size: int) -> float:
+  """The budget's value: ``budget.value`` if set, else ``budget.fraction`` of the maximal cost.
+
+  Raises ``ValueError`` naming the field when the budget is below the smallest architecture.
+  """
+  metric = budget_cfg.metric
+  if metric not in METRICS:
+    raise ValueError(f"config.budget.metric: unknown {metric!r}; expected one of {METRICS}")
+  if budget_cfg.mode not in MODES:
+    raise ValueError(f"config.budget.mode: unknown {budget_cfg.mode!r}; expected one of {MODES}")
+  if budget_cfg.value:
+    value, field = float(budget_cfg.value), "config.budget.value"
+  elif budget_cfg.fraction:
+    value = float(budget_cfg.fraction) * maximal_cost(params, cfg, batch_size, metric)
+    field = "config.budget.fraction"
+  else:
+    return 0.0
+  floor = minimal_cost(params, cfg, batch_size, metric)
+  if value < floor:
+    raise ValueError(
+      f"{field}: a budget of {value:.4g} {metric} is below the smallest reachable architecture "
+      f"({floor:.4g} {metric}: one block, narrowest width, smallest kernels and resolution)"
+    )
+  return value
+
+
+def project_to_budget(
+  params, cfg: ModelConfig, budget: float, batch_size: int, metric: str, iterations: int = 30
+):
+  """``(params, arch)`` with ``cost(arch) <= budget``: unchanged if they already fit, else the mask
+  parameters moved towards the smallest architecture just far enough (bisection)."""
+  arch = compute_arch(params, cfg, batch_size)
+  if arch_cost(arch, cfg, batch_size, metric) <= budget:
+    return params, arch
+  host = jax.device_get(params)
+  low = extreme_params(host, largest=False)
+  mix = lambda t: jax.tree_util.tree_map(
+    lambda a, b: np.asarray(a + t * (np.asarray(b) - a), np.asarray(b).dtype), low, host
+  )
+  lo, hi = 0.0, 1.0  # cost(mix(lo)) fits; cost(mix(hi)) does not
+  for _ in range(iterations):
+    mid = (lo + hi) / 2
+    if arch_cost(compute_arch(mix(mid), cfg, batch_size), cfg, batch_size, metric) <= budget:
+      lo = mid
+    else:
+      hi = mid
+  projected = jax.tree_util.tree_map(lambda new, old: jnp.asarray(new, old.dtype), mix(lo), params)
+  return projected, compute_arch(projected, cfg, batch_size)

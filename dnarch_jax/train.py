@@ -1,0 +1,348 @@
+"""The training loop: weights and architecture learned together, under a budget, resumable.
+
+``train(config, workdir)`` runs (or resumes) a run in ``workdir``:
+
+* one jitted train step per ``Arch`` (static argument, cached); the ``Arch`` is refreshed from the
+  mask parameters every ``config.arch_refresh_every`` steps and a new one costs one compile,
+  logged with its seconds; in ``hard`` budget mode the refresh projects the masks so the ``Arch``
+  never exceeds the budget;
+* data-parallel over every device of every process (``dnarch_jax.sharding``);
+* Orbax checkpoints (state, ``Arch``, data iterator, config) every ``config.checkpoint_every``
+  steps, at evaluation and at the end; the last N and the best by validation accuracy are kept;
+  a SIGTERM saves one and exits; a run restarted on the same workdir resumes bit-identically;
+* ``metrics.jsonl``, ``arch.jsonl``, ``config.json`` and ``report/`` plots in the workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import ml_collections
+
+from dnarch_jax import budget as budget_lib
+from dnarch_jax import report, sharding
+from dnarch_jax.arch import Arch, compute_arch, initial_arch
+from dnarch_jax.checkpoint import Checkpointer
+from dnarch_jax.config import ModelConfig, add_loop_fields
+from dnarch_jax.data import open_split, pipeline_from_config, validate_data_config
+from dnarch_jax.experiment import run_model_config
+from dnarch_jax.model import init_variables
+from dnarch_jax.optim import make_optimizer
+from dnarch_jax.steps import (
+  LossConfig,
+  TrainState,
+  create_train_state,
+  make_eval_step,
+  make_train_step,
+)
+
+log = logging.getLogger("dnarch")
+
+# Fields of a run config that may change between a run and its resumption.
+RESUMABLE_CHANGES = (
+  "total_steps", "log_every", "eval_every", "checkpoint_every", "keep_last", "progress",
+)  # fmt: skip
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+class WorkdirMismatchError(ValueError):
+  pass
+
+
+def validate_train_fields(config: ml_collections.ConfigDict) -> None:
+  for key in ("log_every", "eval_every", "checkpoint_every", "arch_refresh_every", "keep_last"):
+    if not isinstance(config[key], int) or config[key] < 1:
+      raise ValueError(f"config.{key}: must be a positive integer, got {config[key]!r}")
+  if not isinstance(config.total_steps, int) or config.total_steps < 0:
+    raise ValueError(
+      f"config.total_steps: must be a non-negative integer, got {config.total_steps!r}"
+    )
+  if float(config.optim.lr) < 0 or float(config.optim.arch_lr_factor) < 0:
+    raise ValueError("config.optim.lr and config.optim.arch_lr_factor must be non-negative")
+
+
+def _comparable(config_dict: dict) -> dict:
+  return {k: v for k, v in config_dict.items() if k not in RESUMABLE_CHANGES}
+
+
+def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+  """A workdir holds one run: resuming it with a different model or data is an error."""
+  saved_path = workdir / "config.json"
+  if not saved_path.exists():
+    return
+  saved = json.loads(saved_path.read_text())
+  current = json.loads(config.to_json())
+  for section in ("model", "data"):
+    if saved.get(section) != current.get(section):
+      diff = sorted(
+        k
+        for k in set(saved.get(section, {})) | set(current.get(section, {}))
+        if saved.get(section, {}).get(k) != current.get(section, {}).get(k)
+      )
+      raise WorkdirMismatchError(
+        f"workdir {workdir} holds a run of a different {section} (config.{section} differs in "
+        f"{diff}); use a new --workdir, or the saved config: {saved_path}"
+      )
+
+
+class Trainer:
+  """One run. Build it, then ``run()``; see the module docstring."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path, devices=None):
+    add_loop_fields(config)
+    validate_train_fields(config)
+    validate_data_config(config.data)
+    self.config = config
+    self.cfg: ModelConfig = run_model_config(config)  # every config error before any compile
+    self.workdir = pathlib.Path(workdir)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    check_workdir(self.workdir, config)
+    self.is_main = jax.process_index() == 0
+
+    self.mesh = sharding.make_mesh(devices)
+    self.batch_size = int(config.data.batch_size)
+    sharding.check_batch_size(self.batch_size, self.mesh)
+    sharding.check_batch_size(
+      int(config.data.eval_batch_size), self.mesh, "config.data.eval_batch_size"
+    )
+    d = config.data
+    train_examples = len(
+      open_split(d.task, "train", data_dir=d.data_dir, val_size=d.val_size, mnist_dir=d.mnist_dir)
+    )
+    self.steps_per_epoch = max(1, train_examples // self.batch_size)
+    self.total_steps = config.total_steps or max(
+      1, math.ceil(float(config.optim.epochs) * self.steps_per_epoch)
+    )
+
+    variables = init_variables(self.cfg, jax.random.key(config.seed))
+    self.budget_metric = config.budget.metric
+    self.budget = budget_lib.resolve_budget(
+      config.budget, variables["params"], self.cfg, self.batch_size
+    )
+    self.hard_budget = self.budget > 0 and config.budget.mode == "hard"
+    optim = dict(config.optim)
+    self.tx = make_optimizer(optim, variables["params"], self.total_steps, self.steps_per_epoch)
+    l2 = float(optim["weight_decay"]) if optim.get("l2_regulariser", False) else 0.0
+    loss_cfg = LossConfig(
+      budget_metric=self.budget_metric,
+      budget=self.budget,
+      budget_weight=float(config.budget.weight),
+      l2_weight=l2,
+      cost_batch_size=self.batch_size,
+    )
+    self.train_step = make_train_step(self.cfg, self.tx, loss_cfg)
+    self.eval_step = make_eval_step(self.cfg)
+    state = create_train_state(variables, self.tx, jax.random.key(config.seed + 1))
+    self.state: TrainState = sharding.replicate(state, self.mesh)
+    self.arch: Arch = initial_arch(self.cfg, self.batch_size)
+    self.train_iter = pipeline_from_config(config.data, "train")
+    self.checkpointer = Checkpointer(self.workdir / "checkpoints", keep_last=config.keep_last)
+    self.metrics = report.MetricsWriter(self.workdir / "metrics.jsonl") if self.is_main else None
+    self.arch_log = report.MetricsWriter(self.workdir / "arch.jsonl") if self.is_main else None
+    self.seen_archs: set[Arch] = set()
+    self.compiles, self.compile_seconds = 0, 0.0
+    self.max_cost = 0.0
+    self._stop_requested = False
+
+  # --- state -----------------------------------------------------------------------------------
+
+  def restore_or_start(self) -> int:
+    """Resume from the workdir's latest readable checkpoint; else start at step 0."""
+    if self.checkpointer.latest_step() is None:
+      if self.is_main:
+        (self.workdir / "config.json").write_text(self.config.to_json(indent=2))
+        for path in (self.workdir / "metrics.jsonl", self.workdir / "arch.jsonl"):
+          report.truncate_after(path, -1)
+      self._refresh_arch(0, force_log=True)
+      return 0
+    state, meta, step = self.checkpointer.restore(self.state)
+    self.state = state
+    self.arch = Arch.from_dict(meta["arch"])
+    self.train_iter.set_state(meta["data_state"])
+    self.max_cost = float(meta.get("max_cost", 0.0))
+    if self.is_main:
+      for path in (self.workdir / "metrics.jsonl", self.workdir / "arch.jsonl"):
+        report.truncate_after(path, step)
+      (self.workdir / "config.json").write_text(self.config.to_json(indent=2))
+    log.info("resumed from step %d of %s", step, self.workdir)
+    return step
+
+  def save(self, step: int, metrics: dict | None = None, force: bool = False) -> None:
+    meta = dict(
+      arch=self.arch.to_dict(),
+      data_state=self.train_iter.get_state(),
+      config=json.loads(self.config.to_json()),
+      max_cost=self.max_cost,
+    )
+    self.checkpointer.save(step, self.state, meta, metrics=metrics, force=force)
+
+  # --- architecture ----------------------------------------------------------------------------
+
+  def _refresh_arch(self, step: int, force_log: bool = False) -> None:
+    params = self.state.params
+    if self.hard_budget:
+      params, arch = budget_lib.project_to_budget(
+        params, self.cfg, self.budget, self.batch_size, self.budget_metric
+      )
+      if arch != compute_arch(self.state.params, self.cfg, self.batch_size):
+        self.state = self.state.replace(params=sharding.replicate(params, self.mesh))
+    else:
+      arch = compute_arch(params, self.cfg, self.batch_size)
+    changed = arch != self.arch
+    self.arch = arch
+    cost = budget_lib.arch_cost(arch, self.cfg, self.batch_size, self.budget_metric)
+    self.max_cost = max(self.max_cost, cost)
+    if (changed or force_log) and self.arch_log:
+      flops = budget_lib.arch_cost(arch, self.cfg, self.batch_size, "flops")
+      params_count = budget_lib.arch_cost(arch, self.cfg, self.batch_size, "params")
+      self.arch_log.write(dict(step=step, flops=flops, params=params_count, arch=arch.to_dict()))
+      if changed:
+        log.info("step %d: architecture changed, %s %.4g", step, self.budget_metric, cost)
+
+  # --- steps -----------------------------------------------------------------------------------
+
+  def _train_one(self, batch) -> dict:
+    first_time = self.arch not in self.seen_archs
+    t0 = time.perf_counter()
+    self.state, metrics = self.train_step(self.state, batch, self.arch)
+    if first_time:
+      jax.block_until_ready(metrics)
+      self.seen_archs.add(self.arch)
+      self.compiles += 1
+      self.compile_seconds += time.perf_counter() - t0
+      if self.metrics:
+        step = int(self.state.step)
+        self.metrics.write(
+          dict(kind="compile", step=step, seconds=time.perf_counter() - t0, compiles=self.compiles)
+        )
+    return metrics
+
+  def evaluate(self, split: str) -> dict[str, float]:
+    it = pipeline_from_config(self.config.data, split)
+    totals = {"loss_sum": 0.0, "correct_sum": 0.0, "weight": 0.0}
+    for local in it:
+      out = self.eval_step(self.state, sharding.global_batch(local, self.mesh), self.arch)
+      for k, v in jax.device_get(out).items():
+        totals[k] += float(v)
+    weight = max(totals["weight"], 1.0)
+    return {"accuracy": totals["correct_sum"] / weight, "loss": totals["loss_sum"] / weight}
+
+  # --- the loop --------------------------------------------------------------------------------
+
+  def run(self, stop_at: int | None = None) -> dict[str, Any]:
+    """Train to ``total_steps``, or stop with a checkpoint at ``stop_at`` as a preemption would."""
+    step = self.restore_or_start()
+    end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
+    previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    bar = self._progress_bar(step)
+    last_log_time, last_log_step = time.perf_counter(), step
+    status = "completed"
+    try:
+      while step < end:
+        if step % self.config.arch_refresh_every == 0 and step > 0:
+          self._refresh_arch(step)
+        batch = sharding.global_batch(next(self.train_iter), self.mesh)
+        metrics = self._train_one(batch)
+        step += 1
+        if step % self.config.log_every == 0 or step == self.total_steps:
+          host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          if not all(math.isfinite(v) for v in host.values()):
+            raise NonFiniteLossError(
+              f"non-finite training metrics at step {step} ({host}); stopped without saving, "
+              f"the last good checkpoint (step {self.checkpointer.latest_step()}) is kept"
+            )
+          now = time.perf_counter()
+          host["steps_per_s"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+          last_log_time, last_log_step = now, step
+          self._log_train(step, host, bar)
+        if step % self.config.eval_every == 0 or step == self.total_steps:
+          val = self.evaluate("validation")
+          self._log(dict(kind="val", step=step, **val))
+          self.save(step, metrics={"val_accuracy": val["accuracy"]}, force=True)
+        elif step % self.config.checkpoint_every == 0:
+          self.save(step)
+        if self._stop_requested or (step == end and end < self.total_steps):
+          self.save(step, force=True)
+          status = "preempted" if self._stop_requested else "stopped"
+          break
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+      self.checkpointer.wait()
+      if bar is not None:
+        bar.close()
+    result = dict(status=status, step=step, compiles=self.compiles,
+                  compile_seconds=round(self.compile_seconds, 2), max_cost=self.max_cost,
+                  budget=self.budget, arch=self.arch.to_dict())  # fmt: skip
+    if self.is_main:
+      report.write_report(self.workdir, budget=self.budget or None)
+    return result
+
+  def _on_sigterm(self, signum, frame) -> None:
+    log.warning("SIGTERM: saving a checkpoint and stopping")
+    self._stop_requested = True
+
+  def _log(self, record: dict) -> None:
+    if self.metrics:
+      self.metrics.write(record)
+
+  def _log_train(self, step: int, host: dict, bar) -> None:
+    flops = budget_lib.arch_cost(self.arch, self.cfg, self.batch_size, "flops")
+    record = dict(kind="train", step=step, flops=flops, **host)
+    if self.budget:
+      record["budget"] = self.budget
+    self._log(record)
+    if bar is not None:
+      postfix = dict(loss=f"{host['loss']:.3f}", acc=f"{host['accuracy']:.3f}")
+      if self.budget:
+        cost = budget_lib.arch_cost(self.arch, self.cfg, self.batch_size, self.budget_metric)
+        postfix["cost/budget"] = f"{cost / self.budget:.2f}"
+      postfix["it/s"] = f"{host['steps_per_s']:.2f}"
+      bar.set_postfix(postfix, refresh=False)
+      bar.update(step - bar.n)
+
+  def _progress_bar(self, step: int):
+    if not (self.is_main and self.config.progress):
+      return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=self.total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+
+
+def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """The config a workdir's run was started with."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{workdir} holds no run (no config.json); train one with dnarch train")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def evaluate_run(workdir: str | pathlib.Path, split: str = "test", which: str = "best") -> dict:
+  """Metrics of a run's ``best`` (by validation accuracy) or ``latest`` checkpoint on ``split``."""
+  trainer = Trainer(load_run_config(workdir), workdir)
+  ckpt = trainer.checkpointer
+  step = ckpt.best_step() if which == "best" else ckpt.latest_step()
+  if step is None:
+    step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{workdir} holds no checkpoint to evaluate")
+  trainer.state, meta, step = ckpt.restore(trainer.state, step)
+  trainer.arch = Arch.from_dict(meta["arch"])
+  metrics = trainer.evaluate(split)
+  flops = budget_lib.arch_cost(trainer.arch, trainer.cfg, trainer.batch_size, "flops")
+  params = budget_lib.arch_cost(trainer.arch, trainer.cfg, trainer.batch_size, "params")
+  return dict(split=split, step=step, checkpoint=which, flops=flops, params=params, **metrics)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Run (or resume) the run ``config`` in ``workdir``; returns a summary of the run."""
+  return Trainer(config, workdir).run()

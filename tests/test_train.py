@@ -1,0 +1,185 @@
+"""Training: resumption, devices, learning-rate partition, budgets, preemption, bad input."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from dnarch_jax import report
+from dnarch_jax.arch import arch_params
+from dnarch_jax.checkpoint import Checkpointer
+from dnarch_jax.cli import main
+from dnarch_jax.config import load_config
+from dnarch_jax.optim import is_arch_param
+from dnarch_jax.train import NonFiniteLossError, Trainer, WorkdirMismatchError
+
+SMOKE = "experiments/mnist.py:smoke"
+FAST = ["arch_refresh_every=1000", "progress=False", "eval_every=1000", "checkpoint_every=1000"]
+
+
+def smoke_config(*overrides):
+  return load_config(SMOKE, [*FAST, *overrides])
+
+
+def leaves_equal(a, b):
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  return len(la) == len(lb) and all(
+    np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True)
+  )
+
+
+def train_metrics(workdir):
+  return [
+    r for r in report.read_jsonl(pathlib.Path(workdir) / "metrics.jsonl") if r["kind"] == "train"
+  ]
+
+
+def test_stop_and_resume_is_bit_identical(tmp_path):
+  overrides = ["total_steps=12", "log_every=2", "arch_refresh_every=4"]
+  straight = Trainer(smoke_config(*overrides), tmp_path / "straight")
+  straight.run()
+  first = Trainer(smoke_config(*overrides), tmp_path / "resumed")
+  assert first.run(stop_at=6)["status"] == "stopped"
+  second = Trainer(smoke_config(*overrides), tmp_path / "resumed")
+  assert second.run()["status"] == "completed"
+  assert int(second.state.step) == int(straight.state.step) == 12
+  assert leaves_equal(second.state.params, straight.state.params)
+  assert leaves_equal(second.state.opt_state, straight.state.opt_state)
+  assert leaves_equal(second.state.batch_stats, straight.state.batch_stats)
+  assert second.arch == straight.arch
+  strip = lambda rows: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rows]
+  assert strip(train_metrics(tmp_path / "resumed")) == strip(train_metrics(tmp_path / "straight"))
+
+
+def test_eight_devices_equal_one_device(tmp_path):
+  assert jax.device_count() == 8
+  results = {}
+  for n in (8, 1):
+    trainer = Trainer(
+      smoke_config("total_steps=5", "log_every=5"), tmp_path / str(n), jax.devices()[:n]
+    )
+    trainer.run()
+    results[n] = (trainer.state.params, train_metrics(tmp_path / str(n))[-1]["loss"])
+  np.testing.assert_allclose(results[8][1], results[1][1], rtol=1e-5)
+  # Reductions over a sharded batch add in another order: equal to rounding, leaf by leaf.
+  flat8 = jax.tree_util.tree_flatten_with_path(results[8][0])[0]
+  for (path, a), b in zip(flat8, jax.tree_util.tree_leaves(results[1][0]), strict=True):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1e-3), jax.tree_util.keystr(path)
+
+
+@pytest.mark.parametrize("frozen", ["arch", "weights"])
+def test_a_zero_learning_rate_freezes_its_partition(tmp_path, frozen):
+  lr = ["optim.arch_lr=0.0"] if frozen == "arch" else ["optim.lr=0.0", "optim.arch_lr=0.05"]
+  trainer = Trainer(smoke_config("total_steps=4", "log_every=4", *lr), tmp_path)
+  before = jax.device_get(trainer.state.params)
+  trainer.run()
+  after = jax.device_get(trainer.state.params)
+  moved = {True: [], False: []}
+  for (path, a), b in zip(
+    jax.tree_util.tree_flatten_with_path(before)[0], jax.tree_util.tree_leaves(after), strict=True
+  ):
+    moved[is_arch_param(path)].append(not np.array_equal(a, b))
+  frozen_is_arch = frozen == "arch"
+  assert not any(moved[frozen_is_arch]), "a frozen parameter moved"
+  assert any(moved[not frozen_is_arch]), "nothing else moved either"
+
+
+def test_hard_budget_holds_where_the_soft_one_is_exceeded(tmp_path):
+  # Weight 0: nothing pulls the cost down but the hard projection; the budget is below the
+  # initial architecture's cost, so the unconstrained run stays above it.
+  common = [
+    "total_steps=6",
+    "log_every=3",
+    "arch_refresh_every=2",
+    "budget.fraction=0.25",
+    "budget.weight=0.0",
+  ]
+  costs = {}
+  for mode in ("soft", "hard"):
+    trainer = Trainer(smoke_config(*common, f"budget.mode={mode}"), tmp_path / mode)
+    trainer.run()
+    costs[mode] = [r["flops"] for r in report.read_jsonl(tmp_path / mode / "arch.jsonl")]
+    budget = trainer.budget
+  assert max(costs["soft"]) > budget
+  assert max(costs["hard"]) <= budget
+  assert len(costs["hard"]) >= 1
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+  Trainer(smoke_config("total_steps=2", "log_every=1", "checkpoint_every=2"), tmp_path).run()
+  with pytest.raises(NonFiniteLossError, match="non-finite"):
+    Trainer(
+      smoke_config("total_steps=6", "log_every=1", "optim.lr=1e30", "optim.arch_lr=1e30"), tmp_path
+    ).run()
+  assert Checkpointer(tmp_path / "checkpoints").latest_step() == 2
+
+
+def test_bad_input_names_the_cause(tmp_path):
+  with pytest.raises(ValueError, match="unknown config key"):
+    smoke_config("model.no_such_field=1")
+  with pytest.raises(ValueError, match="config.budget.value: .* below the smallest reachable"):
+    Trainer(smoke_config("budget.value=10.0"), tmp_path / "a")
+  Trainer(smoke_config("total_steps=1", "log_every=1"), tmp_path / "b").run()
+  with pytest.raises(WorkdirMismatchError, match="different model"):
+    Trainer(smoke_config("model.width=24"), tmp_path / "b")
+
+
+def test_cli_train_eval_and_continue(tmp_path, capsys):
+  workdir = str(tmp_path / "run")
+  assert (
+    main(
+      [
+        "train",
+        "--config",
+        SMOKE,
+        "--workdir",
+        workdir,
+        "--config.total_steps=6",
+        "--config.progress=False",
+      ]
+    )
+    == 0
+  )
+  capsys.readouterr()
+  assert main(["eval", "--workdir", workdir]) == 0
+  metrics = json.loads(capsys.readouterr().out)
+  assert {"accuracy", "loss", "flops", "params", "step"} <= set(metrics)
+  assert metrics["step"] == 6 and 0.0 <= metrics["accuracy"] <= 1.0
+  # A larger total_steps on the same workdir continues from the checkpoint.
+  assert (
+    main(["train", "--workdir", workdir, "--config.total_steps=9", "--config.progress=False"]) == 0
+  )
+  steps = [r["step"] for r in train_metrics(workdir)]
+  assert steps == sorted(steps) and steps[-1] == 9 and len(steps) == len(set(steps))
+  for name in ("learning_curves.png", "cost.png", "architecture.png"):
+    assert (tmp_path / "run" / "report" / name).stat().st_size > 0
+  assert arch_params is not None
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_from_which_training_resumes(tmp_path):
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "dnarch_jax", "train", "--config", SMOKE, "--workdir", str(workdir),
+         "--config.total_steps=400", "--config.log_every=1", "--config.progress=False",
+         "--config.eval_every=1000", "--config.checkpoint_every=1000"]  # fmt: skip
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and len(train_metrics(workdir)) < 3:
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 3, err[-2000:]
+  assert json.loads(out.strip().splitlines()[-1])["status"] == "preempted"
+  saved = Checkpointer(workdir / "checkpoints").latest_step()
+  assert saved is not None and saved >= 3
+  resumed = Trainer(load_config(SMOKE, [*FAST, "total_steps=" + str(saved + 2)]), workdir)
+  assert resumed.run()["step"] == saved + 2
