@@ -27,8 +27,9 @@ def initialize_distributed() -> None:
   ``DNARCH_DISTRIBUTED=auto`` requests.
   """
   if os.environ.get("DNARCH_COORDINATOR"):
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU collectives across processes need gloo; the setting does nothing on GPU or TPU (and
+    # asking for the backend here would start it before the distributed runtime).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
       coordinator_address=os.environ["DNARCH_COORDINATOR"],
       num_processes=int(os.environ["DNARCH_NUM_PROCESSES"]),

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from dnarch_jax import report
-from dnarch_jax.arch import arch_params
 from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
@@ -42,14 +41,14 @@ def train_metrics(workdir):
 
 
 def test_stop_and_resume_is_bit_identical(tmp_path):
-  overrides = ["total_steps=12", "log_every=2", "arch_refresh_every=4"]
+  overrides = ["total_steps=8", "log_every=2", "arch_refresh_every=4"]
   straight = Trainer(smoke_config(*overrides), tmp_path / "straight")
   straight.run()
   first = Trainer(smoke_config(*overrides), tmp_path / "resumed")
-  assert first.run(stop_at=6)["status"] == "stopped"
+  assert first.run(stop_at=4)["status"] == "stopped"
   second = Trainer(smoke_config(*overrides), tmp_path / "resumed")
   assert second.run()["status"] == "completed"
-  assert int(second.state.step) == int(straight.state.step) == 12
+  assert int(second.state.step) == int(straight.state.step) == 8
   assert leaves_equal(second.state.params, straight.state.params)
   assert leaves_equal(second.state.opt_state, straight.state.opt_state)
   assert leaves_equal(second.state.batch_stats, straight.state.batch_stats)
@@ -161,7 +160,6 @@ def test_cli_train_eval_and_continue(tmp_path, capsys):
   assert steps == sorted(steps) and steps[-1] == 9 and len(steps) == len(set(steps))
   for name in ("learning_curves.png", "cost.png", "architecture.png"):
     assert (tmp_path / "run" / "report" / name).stat().st_size > 0
-  assert arch_params is not None
 
 
 @pytest.mark.slow
@@ -170,7 +168,7 @@ def test_sigterm_saves_a_checkpoint_from_which_training_resumes(tmp_path):
   cmd = [sys.executable, "-m", "dnarch_jax", "train", "--config", SMOKE, "--workdir", str(workdir),
          "--config.total_steps=400", "--config.log_every=1", "--config.progress=False",
          "--config.eval_every=1000", "--config.checkpoint_every=1000"]  # fmt: skip
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 300
   while time.time() < deadline and len(train_metrics(workdir)) < 3:
