@@ -19,7 +19,7 @@ import ml_collections
 KERNEL_NETS = ("magnet", "siren")
 RESOLUTION_MASKS = ("sigmoid", "ramp")
 HEADS = ("classification", "dense")
-CONV_ROUTES = ("auto", "direct", "fft", "toeplitz", "shift")
+CONV_ROUTES = ("auto", "direct", "fft", "shift")  # dnarch_jax.conv.ROUTES and "auto"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,18 +23,52 @@ Routes (all exact up to float rounding, all differentiable in x and kernel, jit/
 
 Why chunks: on this 2-core VM a fresh buffer above glibc's 32 MiB mmap threshold is page-faulted
 in on every call (~0.5 ms per MiB), which costs as much as the arithmetic. The "fft" and "shift"
-routes therefore walk the batch in chunks of ~2 MiB of x; each chunk runs as the branch of a
-`lax.cond` whose two branches are identical (a fusion barrier XLA keeps: `optimization_barrier`
-is stripped before fusion on CPU) and whose predicate is read from the previous chunk's output
-(a real data dependency, so chunks run one after another and reuse the same small temporaries).
+routes therefore walk the batch in chunks of ~4 MiB (of x; of x and g backward); each chunk runs
+as the branch of a `lax.cond` whose two branches are identical (a fusion barrier XLA keeps;
+`optimization_barrier` is stripped before fusion on CPU) and whose predicate is read from the
+previous chunk's output (a real data dependency: chunks run one after another and reuse the same
+small temporaries).
 No while loop is used, so XLA's cost analysis (which counts a loop body once) sees every chunk.
 Under vmap the chunk runner is mapped sequentially (`custom_batching.sequential_vmap`), because a
 batched predicate would make `lax.cond` evaluate both branches.
 
-Measured on this machine (AMD EPYC, 2 cores shared with other users, jax 0.10.2, XLA:CPU; median
-ms, `benchmarks/conv_routes.py`; fwd / fwd+bwd):
+Measured on this machine (AMD EPYC, 2 cores shared with other users, jax 0.10.2 XLA:CPU, f32,
+C=140; `benchmarks/conv_routes.py`, median ms over 7 runs). Other users' jobs kept 0 to 1.1 of
+the 2 cores busy during these runs (about 1 for most), which can double a time, so compare routes
+with the interleaved head-to-head numbers below the table:
 
-    see _CPU_TABLE below: the numbers the "auto" rule is derived from.
+    shape (B x S x C)   taps   direct fwd / fwd+bwd   fft fwd / fwd+bwd   shift fwd / fwd+bwd
+    100x784x140 causal  65     771 / 3893             77 / 96             42 / 121
+                        129    4192 / 8867            67 / 115            352 / 417
+                        257    3847 / 17735           87 / 124            1475 / 1366
+                        784    -                      134 / 214           -
+    100x392x140 causal  65     406 / 2076             34 / 52             22 / 47
+                        129    2385 / 4973            46 / 57             179 / 328
+                        257    6459 / 10645           46 / 70             730 / 761
+                        784    -                      61 / 85             -
+    64x32x32x140        5x5    458 / 10457            108 / 171           20 / 105
+                        9x9    1049 / 24805           107 / 152           55 / 136
+                        17x17  -                      185 / 278           1673 / 1946
+                        33x33  -                      166 / 233           -
+    64x16x16x140        5x5    111 / 573              21 / 33             6 / 26
+                        9x9    260 / 1619             24 / 38             13 / 35
+                        17x17  -                      33 / 52             692 / 710
+                        33x33  -                      64 / 92             -
+
+Head to head, interleaved on a quiet machine (fwd+bwd ms, fft vs shift): 1D L=784 taps 65: 99 vs
+85, 81: 102 vs 87, 97: 126 vs 121; 2D 32x32 taps 7x7: 154 vs 110, 9x9: 135 vs 121, 11x11: 158 vs
+139. The shift route falls off a cliff past ~120 kernel positions (the unrolled sum no longer
+keeps its taps in registers: 129 taps is 8x the time of 65). A blocked-Toeplitz batched matmul
+(channels as the batch dim) was 0.4-0.7 s forward at 65 taps: XLA:CPU's batched matmul runs at
+30-45 GFLOP/s on these shapes, against ~110 for a plain one, so it is not offered.
+
+Rule ("auto", CPU): "shift" when the cropped kernel has at most 100 positions, else "fft";
+"direct" never (5-40x slower at every size measured). The rule ignores batch and channels: the
+measurements span B=64..100 at C=140 only. GPU/TPU: unmeasured; CCNN's rule ("fft" once every
+cropped kernel side exceeds 50, else "direct").
+
+The XLA FLOP counts the cost model mirrors are in `route_flops`; note XLA counts an FFT as
+`8 * input elements * prod_d floor(log2 n_d)` (measured on bare rfft/irfft/fft at many sizes).
 """
 
 from __future__ import annotations
@@ -407,17 +441,79 @@ def resolve_route(spatial, taps, channels, batch, causal, route="auto") -> str:
   spatial, taps = tuple(spatial), tuple(taps)
   taps = _cropped_taps(spatial, taps, causal)
   if jax.default_backend() != "cpu":
-    # Unmeasured on GPU/TPU: CCNN's rule (FFT once every kernel side exceeds 50).
+    # Unmeasured on GPU/TPU: CCNN's rule (FFT once every cropped kernel side exceeds 50).
     return "fft" if min(taps) > 50 else "direct"
-  return "shift" if math.prod(taps) <= _SHIFT_MAX_TAPS else "fft"
+  return "shift" if math.prod(taps) <= _SHIFT_MAX_POSITIONS else "fft"
 
 
-_SHIFT_MAX_TAPS = 64
+# Past ~120 kernel positions the shift route's unrolled sum slows down 5-8x (module docstring).
+_SHIFT_MAX_POSITIONS = 100
 
 
-def _valid_pairs(length: int, taps: int, lo: int) -> int:
-  """(output, tap) pairs along one axis whose input index i + j - lo lies inside [0, length)."""
-  return sum(max(0, min(length, length + lo - j) - max(0, lo - j)) for j in range(taps))
+def _xp(*values):
+  leaves = jax.tree_util.tree_leaves(values)
+  return jnp if any(isinstance(v, jax.Array) for v in leaves) else np
+
+
+def _valid_pairs(xp, length, taps, causal: bool):
+  """(output, tap) pairs along an axis whose input lies inside it: sum over offsets of S-|o|."""
+  if causal:
+    m = xp.minimum(taps - 1, length - 1)
+    return (m + 1) * length - m * (m + 1) / 2
+  m = xp.minimum((taps - 1) / 2, length - 1)
+  return (2 * m + 1) * length - m * (m + 1)
+
+
+def _per_example_flops(spatial, taps, channels, causal: bool, route: str, exact: bool):
+  """XLA's count of one example's share of `route` (kernel-side work excluded).
+
+  `exact` (integer sizes) applies the integer effects: 7-smooth FFT lengths, channels padded to
+  8, XLA's 1x1-conv-to-multiply rewrite. Otherwise sizes may be soft JAX scalars (the cost model
+  differentiates through them) and the same formula is evaluated without those roundings.
+  """
+  xp = _xp(spatial, taps, channels)
+  if causal:
+    taps = [xp.minimum(t, s) for s, t in zip(spatial, taps, strict=True)]
+  else:
+    taps = [xp.minimum(t, 2 * s - 1) for s, t in zip(spatial, taps, strict=True)]
+  if route == "direct":
+    if exact and all(t == 1 for t in taps):
+      return math.prod(spatial) * channels
+    pairs = [_valid_pairs(xp, s, t, causal) for s, t in zip(spatial, taps, strict=True)]
+    return 2 * channels * math.prod(pairs)
+  if route == "shift":
+    c = _blocked_channels(channels) if exact else channels
+    return (2 * math.prod(taps) - 1) * c * math.prod(spatial)
+  if route != "fft":
+    raise ValueError(f"depthwise_conv: unknown route {route!r}; use 'auto' or {ROUTES}")
+  # FFT length per axis S + max(lo, hi): S + K - 1 causal, S + (K - 1) / 2 centred.
+  ns = [s + (t - 1 if causal else (t - 1) / 2) for s, t in zip(spatial, taps, strict=True)]
+  if exact:
+    ns = [_fast_len(int(n)) for n in ns]
+  half = ns[-1] // 2 + 1 if exact else ns[-1] / 2 + 1
+  n, f = math.prod(ns), math.prod(ns[:-1]) * half
+  log_factor = math.prod(xp.floor(xp.log2(v)) for v in ns)
+  # rfft of x, inverse of X * conj(K) (a complex multiply counts 2).
+  return 8 * log_factor * channels * (n + f) + 2 * channels * f
+
+
+def _is_concrete(*values) -> bool:
+  return _xp(*values) is np and all(float(v) == int(v) for v in jax.tree_util.tree_leaves(values))
+
+
+def route_cost(resolution, taps, channels, batch_size, causal, route):
+  """Forward FLOPs per example of `route` (kernel-side work excluded), as XLA counts them.
+
+  Sizes may be JAX scalars (soft sizes, for the differentiable cost); integer sizes give the
+  exact count, i.e. ``route_flops`` less the kernel's own transform, divided by the batch.
+  """
+  resolution, taps = tuple(resolution), tuple(taps)
+  if route == "auto":
+    route = resolve_route(resolution, taps, channels, batch_size, causal)
+  exact = _is_concrete(resolution, taps, channels)
+  if exact:
+    resolution, taps, channels = tuple(map(int, resolution)), tuple(map(int, taps)), int(channels)
+  return _per_example_flops(resolution, taps, channels, causal, route, exact)
 
 
 def route_flops(spatial, taps, channels, batch, causal, route) -> float:
@@ -425,27 +521,20 @@ def route_flops(spatial, taps, channels, batch, causal, route) -> float:
 
   XLA counts: a grouped conv 2 per (output, tap) pair whose input is inside the image (a 1x1 one
   is rewritten to a multiply, 1 per element); an FFT ``8 * input elements * prod_d floor(log2
-  n_d)`` (an XLA convention, not the real ~5 n log n); elementwise ops 1 per element, a complex
-  multiply 2; slices, pads, transposes, dynamic-update-slices 0; one convert per chunk's cond and
-  one compare per chained predicate.
+  n_d)`` (an XLA convention, not the real ~2.5 n log2 n of a real transform); elementwise ops 1
+  per element, a complex multiply 2; slices, pads, transposes, dynamic-update-slices 0; one
+  convert per chunk's cond and one compare per chained predicate.
   """
   spatial, taps = tuple(int(s) for s in spatial), tuple(int(t) for t in taps)
   c, b = int(channels), int(batch)
   route = resolve_route(spatial, taps, c, b, causal, route)
-  taps = _cropped_taps(spatial, taps, causal)
-  pads = _pads(taps, causal)
+  flops = b * _per_example_flops(spatial, taps, c, causal, route, exact=True)
   if route == "direct":
-    if all(t == 1 for t in taps):
-      return float(b * math.prod(spatial) * c)
-    pairs = math.prod(_valid_pairs(s, t, p[0]) for s, t, p in zip(spatial, taps, pads, strict=True))
-    return float(2 * b * c * pairs)
+    return float(flops)
   n_chunks = -(-b // _chunk_size(b, math.prod(spatial) * c * 4))
-  cond_flops = 2 * n_chunks - 1
-  if route == "shift":
-    positions = b * _blocked_channels(c) * math.prod(spatial)
-    return float((2 * math.prod(taps) - 1) * positions + cond_flops)
-  ns = _fft_shape(spatial, pads)
-  n, f = math.prod(ns), math.prod(ns[:-1]) * (ns[-1] // 2 + 1)
-  log_factor = math.prod(int(math.floor(math.log2(v))) for v in ns)
-  transforms = 8 * log_factor * (c * n + b * c * n + b * c * f)  # kernel, x, inverse
-  return float(transforms + 2 * b * c * f + c * f + cond_flops)  # X * conj(K), conj(K)
+  flops += 2 * n_chunks - 1  # the chunks' conds
+  if route == "fft":  # the kernel's rfft and conj(K)
+    ns = _fft_shape(spatial, _pads(_cropped_taps(spatial, taps, causal), causal))
+    n, f = math.prod(ns), math.prod(ns[:-1]) * (ns[-1] // 2 + 1)
+    flops += 8 * math.prod(int(math.floor(math.log2(v))) for v in ns) * c * n + c * f
+  return float(flops)

@@ -6,10 +6,10 @@ sizes it is what we report, and it matches XLA's cost analysis of the compiled c
 pass (tests hold it within 10%).
 
 FLOPs follow XLA's counting so the two can be compared: a matmul is ``2 M N K``; an elementwise
-op 1 per element (tanh-GELU 8; exp and sin are "transcendentals", not FLOPs); a direct
-convolution counts only the taps that land inside the input; an FFT counts
-``8 * (input elements) * prod_d floor(log2 n_d)``. Counts are per example of the forward pass in
-evaluation mode; the kernel nets run once per batch and are divided by the batch size.
+op 1 per element (tanh-GELU 8; exp and sin are "transcendentals", not FLOPs); an FFT counts
+``8 * (input elements) * prod_d floor(log2 n_d)``; convolutions count as their route does.
+Counts are per example of the forward pass in evaluation mode; the kernel nets run once per
+batch and are divided by the batch size.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from dnarch_jax import conv as conv_routes
 
 Scalar = Any  # a Python/NumPy number or a JAX scalar
 
@@ -79,16 +81,6 @@ class NetworkSizes:
 # --- convolutions -------------------------------------------------------------------------------
 
 
-def valid_tap_pairs(length, taps, causal: bool):
-  """(output position, tap) pairs whose input lies inside a length-``length`` axis ("same")."""
-  xp = _xp(length, taps)
-  if causal:
-    m = xp.minimum(taps - 1, length - 1)
-    return (m + 1) * length - m * (m + 1) / 2
-  m = xp.minimum((taps - 1) / 2, length - 1)
-  return length + 2 * m * length - m * (m + 1)
-
-
 def fft_flops(shape_in: Sequence[Scalar], transform_lengths: Sequence[Scalar]):
   """XLA's count for an FFT: ``8 * input elements * prod floor(log2 n)``."""
   xp = _xp(*shape_in, *transform_lengths)
@@ -96,54 +88,13 @@ def fft_flops(shape_in: Sequence[Scalar], transform_lengths: Sequence[Scalar]):
   return 8.0 * _prod(shape_in) * logs
 
 
-def _reachable_taps(length, taps, causal: bool):
-  """Taps that can meet the input: at most S (causal) or 2S - 1 (centred); the routes crop to it."""
-  xp = _xp(length, taps)
-  return xp.minimum(taps, length if causal else 2 * length - 1)
-
-
-def _smooth_length(n):
-  """The routes' FFT length: the smallest 7-smooth integer >= n (soft sizes: n itself)."""
-  if not isinstance(n, int | np.integer):
-    return n
-  m = int(n)
-  while True:
-    r = m
-    for p in (2, 3, 5, 7):
-      while r % p == 0:
-        r //= p
-    if r == 1:
-      return m
-    m += 1
-
-
 def conv_flops(c: ConvSizes, causal: bool, batch_size: int):
   """Forward FLOPs per example of a depthwise conv by its route, as XLA counts them.
 
-  direct: the (position, tap) pairs inside the input, a multiply-add each. shift: every tap at
-  every position, ``2K - 1`` per output. fft: forward and inverse real FFTs of length
-  ``fast(S + max(lo, hi))`` per axis, the spectral product, and the kernel's transform once per
-  batch (``dnarch_jax.conv`` implements the routes; tests compare with XLA's count).
+  The routes own their cost (``dnarch_jax.conv.route_cost``, exact on integer sizes and
+  differentiable on soft ones); the kernel's own transform is excluded (once per batch, small).
   """
-  taps = [_reachable_taps(s, t, causal) for s, t in zip(c.resolution, c.taps, strict=True)]
-  if c.route == "direct":
-    pairs = _prod(valid_tap_pairs(s, t, causal) for s, t in zip(c.resolution, taps, strict=True))
-    return 2.0 * pairs * c.channels
-  if c.route == "shift":
-    return (2.0 * _prod(taps) - 1.0) * _prod(c.resolution) * c.channels
-  if c.route != "fft":
-    raise ValueError(f"no cost formula for convolution route {c.route!r}")
-  reach = [t - 1 if causal else _floor_half(t - 1) for t in taps]
-  lengths = [_smooth_length(s + r) for s, r in zip(c.resolution, reach, strict=True)]
-  real = _prod(lengths)
-  half = real / lengths[-1] * (_floor_half(lengths[-1]) + 1)
-  transforms = fft_flops((real, c.channels), lengths) + fft_flops((half, c.channels), lengths)
-  kernel = fft_flops((real, c.channels), lengths) / batch_size
-  return transforms + half * c.channels + kernel
-
-
-def _floor_half(n):
-  return n // 2 if isinstance(n, int | np.integer) else n / 2
+  return conv_routes.route_cost(c.resolution, c.taps, c.channels, batch_size, causal, c.route)
 
 
 # --- kernel nets ----------------------------------------------------------------------------------
