@@ -89,6 +89,10 @@ class MaskedContinuousConv(nn.Module):
   the same output up to rounding. The grid follows the input's resolution relative to
   ``input_size`` (METHOD.md §4.3): a block at half resolution samples every other kernel point.
 
+  Masks are thresholded in both networks, so the task loss reaches ``arch_sigma`` through the
+  kept taps' mask values. An axis cropped to its single centre tap (mask exactly 1 there) gets
+  no task gradient; only the cost term can then move its sigma.
+
   Attributes:
     channels: channels the kernel net owns (the input may use the first few).
     kernel_grid: kernel samples per axis at input resolution (n).

@@ -41,14 +41,14 @@ def train_metrics(workdir):
 
 
 def test_stop_and_resume_is_bit_identical(tmp_path):
-  overrides = ["total_steps=8", "log_every=2", "arch_refresh_every=4"]
+  overrides = ["total_steps=20", "log_every=2", "arch_refresh_every=5"]
   straight = Trainer(smoke_config(*overrides), tmp_path / "straight")
   straight.run()
   first = Trainer(smoke_config(*overrides), tmp_path / "resumed")
-  assert first.run(stop_at=4)["status"] == "stopped"
+  assert first.run(stop_at=10)["status"] == "stopped"
   second = Trainer(smoke_config(*overrides), tmp_path / "resumed")
   assert second.run()["status"] == "completed"
-  assert int(second.state.step) == int(straight.state.step) == 8
+  assert int(second.state.step) == int(straight.state.step) == 20
   assert leaves_equal(second.state.params, straight.state.params)
   assert leaves_equal(second.state.opt_state, straight.state.opt_state)
   assert leaves_equal(second.state.batch_stats, straight.state.batch_stats)
