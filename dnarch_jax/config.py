@@ -171,7 +171,8 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   """Load ``path/to/file.py[:variant]`` (its ``get_config(variant)``) and apply overrides.
 
   Overrides are ``a.b=value`` strings (the CLI's ``--config.a.b=value`` without the prefix); the
-  key must exist and the value is parsed as a Python literal and cast to the existing type.
+  key must exist and the value is parsed as a Python literal and cast to the existing type
+  (``None`` is allowed anywhere; validation then says whether the field accepts it).
   """
   path, _, variant = spec.partition(":")
   if not os.path.isfile(path):
@@ -205,6 +206,10 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
   except (ValueError, SyntaxError):
     value = raw
   current = node[leaf]
+  if value is None:  # None restores a field's "default" meaning (val_size, data_dir, ...)
+    with node.ignore_type():
+      node[leaf] = None
+    return
   if isinstance(current, bool) and not isinstance(value, bool):
     raise ValueError(f"--config.{key}: expected True or False, got {raw!r}")
   if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
