@@ -31,6 +31,9 @@ def model_and_batch(case: str):
   if case.startswith("smnist"):
     block = model_block("4_140", omega_0=2976.49, dropout=0.1, causal=True, kernel_grid=0)
     shape, batch = (784, 1), 100
+  elif case.startswith("mnist"):  # experiments/mnist.py's shapes (benchmarks/input_pipeline.py)
+    block = model_block("4_140", omega_0=4231.57, dropout=0.1, causal=False, kernel_grid=29)
+    shape, batch = (28, 28, 1), 64
   else:
     block = model_block("4_140", omega_0=4231.57, dropout=0.1, causal=False, kernel_grid=33)
     shape, batch = (32, 32, 3), 64
