@@ -15,6 +15,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dnarch_jax import cost
@@ -76,6 +77,27 @@ def cross_entropy(logits, labels, mask=None):
   return jnp.sum(nll * weights) / total, jnp.sum(correct * weights) / total
 
 
+def class_overlap(logits, labels, mask=None):
+  """Per class, the weighted count of positions both predicted and labelled so (intersection)
+  and either (union): summed over eval batches, they give the mean IoU of a dense task."""
+  num_classes = logits.shape[-1]
+  predicted = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes)
+  labelled = jax.nn.one_hot(labels, num_classes)
+  weights = jnp.ones(labels.shape[:1]) if mask is None else mask
+  weights = weights.reshape(weights.shape + (1,) * labels.ndim)
+  axes = tuple(range(labels.ndim))
+  intersection = jnp.sum(predicted * labelled * weights, axes)
+  union = jnp.sum(jnp.maximum(predicted, labelled) * weights, axes)
+  return intersection, union
+
+
+def mean_iou(intersection, union) -> float:
+  """Mean over the classes that occur (non-zero union) of intersection / union."""
+  intersection, union = np.asarray(intersection), np.asarray(union)
+  present = union > 0
+  return float(np.mean(intersection[present] / union[present])) if present.any() else 0.0
+
+
 def soft_cost(params, cfg: ModelConfig, arch: Arch, loss_cfg: LossConfig):
   sizes = soft_sizes(params, cfg, arch, loss_cfg.cost_batch_size)
   return cost.params(sizes) if loss_cfg.budget_metric == "params" else cost.flops(sizes)
@@ -133,7 +155,8 @@ def make_train_step(
 
 
 def make_eval_step(cfg: ModelConfig) -> Callable[[TrainState, dict, Arch], dict]:
-  """``eval(state, batch, arch) -> sums`` of loss, correct predictions and example weight."""
+  """``eval(state, batch, arch) -> sums`` of loss, correct predictions and example weight, and
+  for a dense head the per-class intersections and unions (``class_overlap``)."""
   model = DNArchCCNN(cfg)
 
   def evaluate(state: TrainState, batch: dict, arch: Arch):
@@ -145,7 +168,10 @@ def make_eval_step(cfg: ModelConfig) -> Callable[[TrainState, dict, Arch], dict]
     weight = (
       jnp.sum(mask) if mask is not None else jnp.asarray(batch["label"].shape[0], jnp.float32)
     )
-    return {"loss_sum": loss * weight, "correct_sum": accuracy * weight, "weight": weight}
+    sums = {"loss_sum": loss * weight, "correct_sum": accuracy * weight, "weight": weight}
+    if cfg.head == "dense":
+      sums["intersection"], sums["union"] = class_overlap(logits, batch["label"], mask)
+    return sums
 
   return jax.jit(evaluate, static_argnums=2)
 

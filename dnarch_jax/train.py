@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from dnarch_jax import budget as budget_lib
 from dnarch_jax import report, sharding
@@ -41,6 +42,7 @@ from dnarch_jax.steps import (
   create_train_state,
   make_eval_step,
   make_train_step,
+  mean_iou,
 )
 
 log = logging.getLogger("dnarch")
@@ -229,13 +231,19 @@ class Trainer:
 
   def evaluate(self, split: str) -> dict[str, float]:
     it = pipeline_from_config(self.config.data, split)
-    totals = {"loss_sum": 0.0, "correct_sum": 0.0, "weight": 0.0}
+    totals = {}
     for local in it:
       out = self.eval_step(self.state, sharding.global_batch(local, self.mesh), self.arch)
       for k, v in jax.device_get(out).items():
-        totals[k] += float(v)
-    weight = max(totals["weight"], 1.0)
-    return {"accuracy": totals["correct_sum"] / weight, "loss": totals["loss_sum"] / weight}
+        totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
+    weight = max(float(totals.get("weight", 0.0)), 1.0)
+    metrics = {
+      "accuracy": float(totals.get("correct_sum", 0.0)) / weight,
+      "loss": float(totals.get("loss_sum", 0.0)) / weight,
+    }
+    if "intersection" in totals:  # dense task: accuracy is pixel accuracy
+      metrics["mean_iou"] = mean_iou(totals["intersection"], totals["union"])
+    return metrics
 
   # --- the loop --------------------------------------------------------------------------------
 

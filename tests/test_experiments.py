@@ -99,6 +99,9 @@ def test_speech_smoke_trains_on_a_fake_source(name, tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["pmnist", "mnist_dense"])
 def test_smoke_trains_on_real_mnist(name, tmp_path):
   _train_smoke(name, tmp_path, "data.eval_batch_size=16", "data.val_size=64")
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  val = [r for r in rows if r["kind"] == "val"][-1]
+  assert ("mean_iou" in val) == (name == "mnist_dense")
 
 
 def test_numpy_folder_trains_through_the_command_line(tmp_path):
@@ -121,3 +124,19 @@ def test_numpy_folder_trains_through_the_command_line(tmp_path):
   saved = json.loads((workdir / "config.json").read_text())
   assert saved["data"]["task"] == "arrays"
   assert main(["eval", *common]) == 0
+
+
+def test_mean_iou_from_class_overlaps():
+  import jax.numpy as jnp
+
+  from dnarch_jax.steps import class_overlap, mean_iou
+
+  labels = jnp.array([[0, 0, 1, 2], [1, 1, 2, 2]])
+  predicted = jnp.array([[0, 1, 1, 2], [1, 1, 2, 0]])
+  logits = jnp.eye(4)[predicted]  # class 3 never occurs: it must not count
+  mask = jnp.array([1.0, 0.0])  # the second example is padding
+  intersection, union = class_overlap(logits, labels, mask)
+  # Example 0 alone: class 0 -> 1/2, class 1 -> 1/2, class 2 -> 1/1.
+  np.testing.assert_allclose(intersection, [1, 1, 1, 0])
+  np.testing.assert_allclose(union, [2, 2, 1, 0])
+  assert mean_iou(intersection, union) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
