@@ -7,7 +7,9 @@ CIFAR10 (batch 64, 32x32x3). "crop" is the initial architecture (kernels cropped
 
 Each case runs in its own process, so ``peak_mib`` (the process's peak resident memory, compile
 included) belongs to that case alone. Prints one JSON object per line:
-``{"case", "mode", "median_ms", "runs", "peak_mib", "flops_per_example", "routes", "device"}``.
+``{"case", "mode", "median_ms", "runs", "peak_mib", "xla_temp_mib", "flops_per_example",
+"routes", "device"}`` (``xla_temp_mib``: XLA's temporary buffers for one call, from the compiled
+program's memory analysis).
 
     python benchmarks/step.py [--runs 5] [--case smnist_4_140_crop ...] [--mode fwd train]
 """
@@ -59,6 +61,7 @@ def run_case(case: str, mode: str, runs: int) -> dict:
     model = DNArchCCNN(cfg)
     fn = jax.jit(lambda v, x: model.apply(v, x, arch, train=False))
     call = lambda: fn(variables, x).block_until_ready()
+    lowered = fn.lower(variables, x)
   else:
     optim = dict(lr=0.01, weight_decay=1e-6, warmup_epochs=1.0, arch_lr_factor=1.0)
     optim["l2_regulariser"] = True
@@ -71,6 +74,8 @@ def run_case(case: str, mode: str, runs: int) -> dict:
       holder["state"], metrics = step(holder["state"], batch, arch)
       jax.block_until_ready(metrics)
 
+    lowered = step.lower(holder["state"], batch, arch)
+
   call()  # compile
   call()  # warm
   times = []
@@ -79,6 +84,9 @@ def run_case(case: str, mode: str, runs: int) -> dict:
     call()
     times.append((time.perf_counter() - t0) * 1e3)
   peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  # XLA's own buffers for one call (temporaries: activations kept for the backward pass etc.),
+  # beside the process's resident peak, which adds the runtime, the compiler and the allocator.
+  memory = lowered.compile().memory_analysis()
   routes = [arch.stem.route] + [b.conv.route for b in arch.blocks]
   return dict(
     case=case,
@@ -87,6 +95,7 @@ def run_case(case: str, mode: str, runs: int) -> dict:
     runs=runs,
     min_ms=round(min(times), 1),
     peak_mib=round(peak_mib, 1),
+    xla_temp_mib=round(memory.temp_size_in_bytes / 2**20, 1),
     flops_per_example=arch_cost(arch, cfg, batch_size)["flops"],
     taps=list(arch.blocks[0].conv.taps),
     routes=routes,
