@@ -11,6 +11,8 @@ Layers and models (Flax Linen): ``MAGNet``, ``SIREN``, ``MaskedContinuousConv``,
 Architecture: ``ModelConfig``, ``Arch``, ``compute_arch``, ``initial_arch``, ``arch_params``.
 Cost: ``flops``, ``params``, ``budget_penalty``, ``soft_sizes``, ``arch_sizes``,
   ``soft_kernel_taps``, ``crop_taps``.
+Export: ``load_exported(path)`` -> ``(model, variables)``, a trained run's discovered network as
+  a plain fixed-shape Linen module (written by ``dnarch export``); ``model.apply(variables, x)``.
 """
 
 from dnarch_jax.arch import (
@@ -25,6 +27,7 @@ from dnarch_jax.arch import (
 from dnarch_jax.config import ModelConfig, load_config
 from dnarch_jax.conv import depthwise_conv
 from dnarch_jax.cost import budget_penalty, flops, params
+from dnarch_jax.export import load_exported
 from dnarch_jax.grids import crop_taps
 from dnarch_jax.kernelnets import SIREN, MAGNet
 from dnarch_jax.layers import MaskedContinuousConv
@@ -61,6 +64,7 @@ __all__ = [
   "init_variables",
   "initial_arch",
   "load_config",
+  "load_exported",
   "params",
   "ramp",
   "ramp_extent",

@@ -23,11 +23,14 @@ def cmd_summary(args, overrides) -> int:
   import jax
 
   from dnarch_jax.arch import initial_arch
+  from dnarch_jax.dnal.config import is_dnal
   from dnarch_jax.experiment import run_model_config
   from dnarch_jax.model import init_variables
   from dnarch_jax.summary import format_table, summarize
 
   config = load_config(args.config, overrides)
+  if is_dnal(config):
+    return _dnal_summary(args, config)
   cfg = run_model_config(config)
   batch_size = int(config.data.batch_size)
   arch = initial_arch(cfg, batch_size)
@@ -42,8 +45,30 @@ def cmd_summary(args, overrides) -> int:
   return 0
 
 
+def _dnal_summary(args, config) -> int:
+  """``dnarch summary`` of a DNAL config: the unpruned network's widths, MACs and parameters."""
+  import jax
+
+  from dnarch_jax.dnal.arch import full_arch
+  from dnarch_jax.dnal.config import run_net_config
+  from dnarch_jax.dnal.models import init_variables
+  from dnarch_jax.dnal.summary import format_table, summarize
+
+  cfg = run_net_config(config)
+  variables = init_variables(cfg, jax.random.key(int(config.get("seed", 0))))
+  summary = summarize(cfg, variables, full_arch(cfg), with_xla=not args.no_xla)
+  if args.json:
+    print(json.dumps(summary))
+  else:
+    print(f"{args.config}: DNAL {cfg.kind}, input {cfg.input_size}x{cfg.in_channels}, ", end="")
+    print(f"{cfg.num_classes} classes")
+    print(format_table(summary))
+  return 0
+
+
 def cmd_train(args, overrides) -> int:
   from dnarch_jax import sharding
+  from dnarch_jax.dnal.config import is_dnal
   from dnarch_jax.train import load_run_config, train
 
   sharding.initialize_distributed()
@@ -54,18 +79,64 @@ def cmd_train(args, overrides) -> int:
     config = load_run_config(args.workdir)
     for override in overrides:
       apply_override(config, override)
-  result = train(config, args.workdir)
+  if is_dnal(config):
+    from dnarch_jax.dnal.train import train as dnal_train
+
+    result = dnal_train(config, args.workdir)
+  else:
+    result = train(config, args.workdir)
   print(json.dumps(result))
   return 0 if result["status"] == "completed" else 3
 
 
 def cmd_eval(args, overrides) -> int:
   from dnarch_jax import sharding
-  from dnarch_jax.train import evaluate_run
+  from dnarch_jax.dnal.config import is_dnal
+  from dnarch_jax.train import evaluate_run, load_run_config
 
   sharding.initialize_distributed()
   sharding.enable_compilation_cache()
+  if is_dnal(load_run_config(args.workdir)):
+    from dnarch_jax.dnal.train import evaluate_run
   print(json.dumps(evaluate_run(args.workdir, args.split, args.checkpoint)))
+  return 0
+
+
+def cmd_export(args, overrides) -> int:
+  from dnarch_jax import sharding
+  from dnarch_jax.export import export_run
+
+  if overrides:
+    raise ValueError(f"export takes no --config overrides (got {overrides}); it uses the run's")
+  sharding.enable_compilation_cache()
+  print(json.dumps(export_run(args.workdir, args.out, args.checkpoint, with_xla=not args.no_xla)))
+  return 0
+
+
+def cmd_predict(args, overrides) -> int:
+  import numpy as np
+
+  from dnarch_jax import export, sharding
+
+  if overrides:
+    raise ValueError(f"predict takes no --config overrides (got {overrides})")
+  # Everything that can be wrong with the files is checked before anything compiles.
+  spec, _ = export.read_spec(args.model)
+  x = export.load_input(args.input, spec)
+  if args.batch_size < 1:
+    raise ValueError(f"--batch-size: must be positive, got {args.batch_size}")
+  sharding.enable_compilation_cache()
+  model, variables = export.load_exported(args.model)
+  logits = export.predict_logits(model, variables, x, args.batch_size)
+  classes = np.argmax(logits, axis=-1).astype(np.int32)
+  if args.output is None:
+    print(json.dumps({"predictions": classes.tolist()}))
+    return 0
+  out, logits_out = export.prediction_paths(args.output)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  np.save(out, classes)
+  np.save(logits_out, logits)
+  print(json.dumps({"predictions": str(out), "logits": str(logits_out), "examples": len(x)}))
   return 0
 
 
@@ -86,6 +157,21 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--split", default="test", choices=["test", "validation"])
   p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
   p.set_defaults(func=cmd_eval)
+  p = sub.add_parser("export", help="the discovered network as a plain fixed-shape Flax model")
+  p.add_argument("--workdir", required=True, help="a run's workdir (written by dnarch train)")
+  p.add_argument("--out", required=True, help="folder for model.json and variables.msgpack")
+  p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+  p.add_argument("--no-xla", action="store_true", help="skip compiling for XLA's FLOP count")
+  p.set_defaults(func=cmd_export)
+  p = sub.add_parser("predict", help="classes (and logits) of an exported model on a .npy batch")
+  p.add_argument("--model", required=True, help="the folder dnarch export wrote")
+  p.add_argument("--input", required=True, help="FILE.npy, float [batch, *spatial, channels]")
+  p.add_argument(
+    "--output",
+    help="FILE.npy for the predicted classes (logits go to FILE.logits.npy); default: print them",
+  )
+  p.add_argument("--batch-size", type=int, default=256, help="examples per forward pass")
+  p.set_defaults(func=cmd_predict)
   args, unknown = parser.parse_known_args(argv)
   try:
     return args.func(args, _config_overrides(unknown))
