@@ -276,28 +276,27 @@ def _fft_conv_fwd(x, kernel, pads):
 
 def _fft_conv_bwd(pads, res, g):
   x, kernel = res
-  spatial, B, C = x.shape[1:-1], x.shape[0], x.shape[-1]
-  ns = _fft_shape(spatial, pads)
+  ns = _fft_shape(x.shape[1:-1], pads)
   kf = _kernel_spectrum(kernel, pads, ns)
   axes = tuple(range(2, len(ns) + 2))
+  # dx = g circularly convolved with k.
+  dx_chunk = lambda start, size, g, G, kf: jnp.fft.irfftn(G * kf, s=ns, axes=axes)
+  return _backward_in_chunks(x, g, kernel, pads, ns, dx_chunk, _fft_post(x.shape[1:-1]), kf)
 
-  def body(start, size, x, g, kf):
+
+def _backward_in_chunks(x, g, kernel, pads, ns, dx_chunk, post, operand):
+  """(dx, dk) over batch chunks: dx from ``dx_chunk(start, size, g, G, operand)`` (the route's
+  own), dk from the summed spectrum of the cross-correlation of g and x (every route's)."""
+  spatial, B, C = x.shape[1:-1], x.shape[0], x.shape[-1]
+
+  def body(start, size, x, g, operand):
     X, G = _spectra(start, size, ns, x, g)
-    dx = jnp.fft.irfftn(G * kf, s=ns, axes=axes)  # dx = g circularly convolved with k
-    return dx, jnp.sum(jnp.conj(G) * X, axis=0)  # spectrum of sum_b corr(g, x)
+    return dx_chunk(start, size, g, G, operand), jnp.sum(jnp.conj(G) * X, axis=0)
 
   chunk = _chunk_size(B, 2 * math.prod(spatial) * C * x.dtype.itemsize)
-  red_zero = jnp.zeros(kf.shape, kf.dtype)
-  dx, r = _sequenced(
-    body,
-    _fft_post(spatial),
-    (x, g, kf),
-    B,
-    chunk,
-    x.shape,
-    x.dtype,
-    red_zero,
-  )
+  spectrum_CxF = (C, *ns[:-1], ns[-1] // 2 + 1)
+  red_zero = jnp.zeros(spectrum_CxF, jnp.result_type(x.dtype, jnp.complex64))
+  dx, r = _sequenced(body, post, (x, g, operand), B, chunk, x.shape, x.dtype, red_zero)
   dk = _dk_from_corr(r, pads, ns, kernel.shape[:-1])
   return dx, dk.astype(kernel.dtype)
 
@@ -377,33 +376,14 @@ def _shift_conv_fwd(x, kernel, pads):
 
 def _shift_conv_bwd(pads, res, g):
   x, kernel = res
-  spatial, B, C = x.shape[1:-1], x.shape[0], x.shape[-1]
+  spatial, C = x.shape[1:-1], x.shape[-1]
   d = len(spatial)
   # dx[m] = sum_j k[j] g[m - j + lo]: the same shift-and-add with the flipped kernel, pads swapped.
   kb_flip = _blocked_kernel(kernel[(slice(None, None, -1),) * d])
   pads_t = tuple((hi, lo) for lo, hi in pads)
   ns = _fft_shape(spatial, pads)
-
-  def body(start, size, x, g, kb_flip):
-    dx_b = _shift_chunk(g, start, size, kb_flip, pads_t, spatial)
-    X, G = _spectra(start, size, ns, x, g)
-    return dx_b, jnp.sum(jnp.conj(G) * X, axis=0)
-
-  chunk = _chunk_size(B, 2 * math.prod(spatial) * C * x.dtype.itemsize)
-  nf = (C,) + ns[:-1] + (ns[-1] // 2 + 1,)
-  red_zero = jnp.zeros(nf, jnp.result_type(x.dtype, jnp.complex64))
-  dx, r = _sequenced(
-    body,
-    _shift_post(C),
-    (x, g, kb_flip),
-    B,
-    chunk,
-    x.shape,
-    x.dtype,
-    red_zero,
-  )
-  dk = _dk_from_corr(r, pads, ns, kernel.shape[:-1])
-  return dx, dk.astype(kernel.dtype)
+  dx_chunk = lambda start, size, g, G, kb: _shift_chunk(g, start, size, kb, pads_t, spatial)
+  return _backward_in_chunks(x, g, kernel, pads, ns, dx_chunk, _shift_post(C), kb_flip)
 
 
 _shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
