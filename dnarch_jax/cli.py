@@ -28,6 +28,8 @@ def cmd_summary(args, overrides) -> int:
   from dnarch_jax.model import init_variables
   from dnarch_jax.summary import format_table, summarize
 
+  if args.workdir:
+    return _run_summary(args, overrides)
   config = load_config(args.config, overrides)
   if is_dnal(config):
     return _dnal_summary(args, config)
@@ -42,6 +44,33 @@ def cmd_summary(args, overrides) -> int:
     print(f"{args.config}: {cfg.ndim}D input {cfg.input_size}x{cfg.in_channels}, ", end="")
     print(f"{cfg.num_classes} classes, {cfg.head} head")
     print(format_table(summary))
+  return 0
+
+
+def _run_summary(args, overrides) -> int:
+  """``dnarch summary --workdir``: the architecture a run discovered (its best checkpoint by
+  default), with its cost beside the run's budget."""
+  from dnarch_jax import budget as budget_lib
+  from dnarch_jax.export import restore_run
+  from dnarch_jax.summary import format_table, summarize
+
+  if overrides:
+    raise ValueError(f"summary --workdir takes no --config overrides (got {overrides})")
+  run = restore_run(args.workdir, args.checkpoint)
+  summary = summarize(run.cfg, run.variables, run.arch, run.batch_size, with_xla=not args.no_xla)
+  budget_cfg = run.config.budget
+  budget = budget_lib.resolve_budget(budget_cfg, run.variables["params"], run.cfg, run.batch_size)
+  summary.update(step=run.step, checkpoint=run.checkpoint, budget_metric=budget_cfg.metric)
+  summary["budget"] = budget or None
+  if args.json:
+    print(json.dumps(summary))
+    return 0
+  print(f"{args.workdir}: {run.checkpoint} checkpoint, step {run.step}")
+  print(format_table(summary))
+  if budget:
+    cost = summary["flops_model" if budget_cfg.metric == "flops" else "params"]
+    print(f"budget: {budget:,.0f} {budget_cfg.metric} per example; this architecture uses "
+          f"{cost / budget:.1%} of it")  # fmt: skip
   return 0
 
 
@@ -144,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="dnarch", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("summary", help="the architecture layer by layer, with its cost")
-  p.add_argument("--config", required=True, help="experiments/<task>.py[:variant]")
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--config", help="experiments/<task>.py[:variant]: its initial architecture")
+  source.add_argument("--workdir", help="a run's workdir: the architecture it discovered")
+  p.add_argument("--checkpoint", default="best", choices=["best", "latest"], help="with --workdir")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   p.add_argument("--no-xla", action="store_true", help="skip compiling for XLA's FLOP count")
   p.set_defaults(func=cmd_summary)

@@ -7,7 +7,18 @@ lr 0.02, weight decay 1e-4, 5 warm-up epochs, batch 64 (sigma_0 the usual 0.075,
 for 6,380 omega_0 976.78, dropout 0.15, lr 0.01, weight decay 0, 10 warm-up epochs, batch 50.
 
 Variants (``dnarch_jax.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
-dnarch_p50, smoke.
+dnarch_p50, smoke; and ``main``, the README's main job.
+
+``main`` is DNArch learning all four dimensions under a FLOPs budget of half its maximal
+network's, sized to finish within 15 minutes on a 2-core CPU [design; the paper trains 210
+epochs]: 4 blocks of 32 channels (hidden 64) instead of 140, no dropout, AdamW at lr 0.003 with
+a warm-up of a tenth of an epoch and cosine decay over 2.5 epochs, the masks at a tenth of that
+learning rate, and the architecture refreshed every 400 steps (each new architecture is one
+compile of about 25 s). The search starts from a smaller network than the maximal one, as
+METHOD.md §4 allows: blocks at 18x18 (resolution cutoff 0.6) instead of 28x28, which halves the
+step time; resolution may grow back up to 28x28. Measured on the 2-core CPU: at lr 0.01 the
+same network reached 98.7% (2 epochs) and 98.9% (3 epochs) test accuracy; at full resolution
+and 1.3 epochs 98.7% in 17 minutes.
 
 Commands:
   dnarch train --config experiments/mnist.py:dnarch --workdir runs/mnist_dnarch
@@ -28,5 +39,19 @@ RUNS = {
 }  # fmt: skip
 
 
+MAIN = dict(
+  model=dict(width=32, hidden_width=64, dropout=0.0, resolution_init_cutoff=0.6),
+  optim=dict(lr=0.003, warmup_epochs=0.1, epochs=2.5, arch_lr_factor=0.1),
+  loop=dict(arch_refresh_every=400, log_every=50, eval_every=800, checkpoint_every=800),
+)
+
+
 def get_config(variant=None):
-  return experiment_config("mnist", variant, RUNS, causal=False, kernel_grid=29)
+  if variant != "main":
+    return experiment_config("mnist", variant, RUNS, causal=False, kernel_grid=29)
+  config = experiment_config("mnist", "dnarch", RUNS, causal=False, kernel_grid=29)
+  config.variant = "main"
+  config.model.update(MAIN["model"])
+  config.optim.update(MAIN["optim"])
+  config.update(MAIN["loop"])
+  return config

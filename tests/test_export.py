@@ -99,6 +99,23 @@ def test_parameters_and_flops_are_the_cost_models_for_the_final_arch(trained, ex
   assert document["flops_model"] == result["flops_model"]
 
 
+def test_summary_of_a_workdir_is_the_discovered_architecture_against_the_budget(
+  trained, exported, capsys
+):
+  workdir, run, _, _ = trained
+  _, result = exported
+  assert main(["summary", "--workdir", str(workdir), "--json", "--no-xla"]) == 0
+  summary = json.loads(capsys.readouterr().out)
+  assert summary["arch"] == json.loads(run.arch.to_json()) and summary["step"] == run.step
+  assert summary["flops_model"] == result["flops_model"] and summary["params"] == result["params"]
+  assert summary["budget_metric"] == "flops" and summary["budget"] > summary["flops_model"]
+  assert main(["summary", "--workdir", str(workdir), "--no-xla"]) == 0
+  table = capsys.readouterr().out
+  assert "block_0" in table and "budget:" in table and f"step {run.step}" in table
+  assert main(["summary", "--workdir", str(workdir), "--config.seed=1"]) == 2
+  assert "no --config overrides" in capsys.readouterr().err
+
+
 def test_load_exported_round_trips(trained, exported, tmp_path):
   _, run, _, _ = trained
   out, _ = exported
