@@ -9,7 +9,8 @@ and the validation split that picks the best checkpoint is 1,000 examples instea
 validation pass, at the end); every other hyperparameter is the config's. One JSON line per run is appended to
 ``RUNS/results.jsonl``:
 
-    python experiments/short_runs.py --steps 150 --out runs/table [--only smnist:dnarch ...]
+    python experiments/short_runs.py --steps 100 --out runs/table [--only smnist:dnarch ...]
+    python experiments/short_runs.py --out runs/table --table   # the Markdown table of the results
 """
 
 from __future__ import annotations
@@ -78,13 +79,41 @@ def run_row(task: str, variant: str, steps: int, out: pathlib.Path) -> dict:
   )
 
 
+def _percent(value: float | None) -> str:
+  return "-" if value is None else f"{100 * value:.2f}"
+
+
+def markdown_table(results: list[dict]) -> str:
+  """experiments/README.md's table: one row per run, the last run of each (task, variant)."""
+  latest = {(r["task"], r["variant"]): r for r in results}
+  lines = [
+    "| task | variant | test acc % | mean IoU % | MFLOPs/ex | params | budget MFLOPs | steps "
+    "| epochs | wall | compiles |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for (task, variant), r in latest.items():
+    test = r["test"]
+    budget = "-" if not r["budget"] else f"{r['budget'] / 1e6:.1f}"
+    lines.append(
+      f"| {task} | {variant} | {_percent(test['accuracy'])} | {_percent(test.get('mean_iou'))} "
+      f"| {r['flops'] / 1e6:.1f} | {r['params']:,} | {budget} | {r['steps']} | {r['epochs']} "
+      f"| {r['wall_s'] / 60:.1f} min | {r['compiles']} |"
+    )
+  return "\n".join(lines)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--steps", type=int, default=150)
   parser.add_argument("--out", default="runs/table")
   parser.add_argument("--only", nargs="*", help="TASK:VARIANT rows to run (default: all)")
+  parser.add_argument("--table", action="store_true", help="print the table of OUT's results")
   args = parser.parse_args()
   out = pathlib.Path(args.out)
+  if args.table:
+    lines = (out / "results.jsonl").read_text().splitlines()
+    print(markdown_table([json.loads(line) for line in lines]))
+    return
   out.mkdir(parents=True, exist_ok=True)
   rows = [tuple(r.split(":")) for r in args.only] if args.only else ROWS
   for task, variant in rows:
