@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from dnarch_jax.arch import initial_arch
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 from dnarch_jax.data import sources
@@ -51,6 +52,21 @@ def test_every_variant_loads_and_validates(name):
       assert cfg.kernel_sigma_init == 0.075
   with pytest.raises(ValueError, match="unknown variant 'nope'"):
     load_config(f"experiments/{name}.py:nope")
+
+
+def test_the_main_job_learns_all_four_dimensions_under_half_the_maximal_flops():
+  config = load_config("experiments/mnist.py:main")
+  cfg = run_model_config(config)
+  assert config.variant == "main" and config.data.task == "mnist"
+  assert all(getattr(cfg, f"learn_{d}") for d in ("kernel", "width", "resolution", "depth"))
+  assert (config.budget.metric, config.budget.fraction, config.budget.mode) == (
+    "flops",
+    0.5,
+    "soft",
+  )
+  # Its starting architecture is the smaller one the README's measured run started from.
+  arch = initial_arch(cfg, config.data.batch_size)
+  assert arch.stream_width == 32 and {b.resolution for b in arch.blocks} == {(18, 18)}
 
 
 def test_configs_carry_ccnn_hyperparameters():
