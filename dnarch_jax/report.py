@@ -380,9 +380,11 @@ def _legend(ax, **kw) -> None:
 def _loss_panel(ax, metrics) -> None:
   steps, loss = _series(metrics, "train", "loss")
   t_steps, task = _series(metrics, "train", "task_loss")
-  # The task loss only says something new where the budget term makes the two differ.
+  # The task loss only says something new where the regulariser or the budget term makes the two
+  # differ.
   same = len(task) == len(loss) and np.allclose(task, loss, equal_nan=True)
-  _plot_train(ax, steps, loss, "train loss" + ("" if same else " (task + budget term)"), "tab:blue")
+  label = "train loss" + ("" if same else " (task + L2 regulariser + budget term)")
+  _plot_train(ax, steps, loss, label, "tab:blue")
   if len(task) and not same:
     _plot_train(ax, t_steps, task, "train task loss", "tab:cyan", "--")
   _plot_evals(ax, metrics, "loss")
