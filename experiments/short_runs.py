@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
+import platform
 import subprocess
 import time
 
@@ -75,6 +77,7 @@ def run_row(task: str, variant: str, steps: int, out: pathlib.Path) -> dict:
     params=summary["params"],
     budget=summary["budget"],
     depth=summary["depth"],
+    hardware=f"{os.cpu_count()}-core {platform.machine()} CPU",
     command="dnarch " + " ".join(train),
   )
 
@@ -88,8 +91,8 @@ def markdown_table(results: list[dict]) -> str:
   latest = {(r["task"], r["variant"]): r for r in results}
   lines = [
     "| task | variant | test acc % | mean IoU % | MFLOPs/ex | params | budget MFLOPs | steps "
-    "| epochs | wall | compiles |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "| epochs | wall | compiles | hardware | command |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for (task, variant), r in latest.items():
     test = r["test"]
@@ -97,7 +100,8 @@ def markdown_table(results: list[dict]) -> str:
     lines.append(
       f"| {task} | {variant} | {_percent(test['accuracy'])} | {_percent(test.get('mean_iou'))} "
       f"| {r['flops'] / 1e6:.1f} | {r['params']:,} | {budget} | {r['steps']} | {r['epochs']} "
-      f"| {r['wall_s'] / 60:.1f} min | {r['compiles']} |"
+      f"| {r['wall_s'] / 60:.1f} min | {r['compiles']} | {r['hardware']} "
+      f"| `python experiments/short_runs.py --steps {r['steps']} --only {task}:{variant}` |"
     )
   return "\n".join(lines)
 
