@@ -47,9 +47,10 @@ MAIN = dict(
 
 
 def get_config(variant=None):
+  base = "dnarch" if variant == "main" else variant
+  config = experiment_config("mnist", base, RUNS, causal=False, kernel_grid=29)
   if variant != "main":
-    return experiment_config("mnist", variant, RUNS, causal=False, kernel_grid=29)
-  config = experiment_config("mnist", "dnarch", RUNS, causal=False, kernel_grid=29)
+    return config
   config.variant = "main"
   config.model.update(MAIN["model"])
   config.optim.update(MAIN["optim"])

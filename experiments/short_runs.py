@@ -52,7 +52,8 @@ def steps_per_epoch(config: str) -> int:
 def run_row(task: str, variant: str, steps: int, out: pathlib.Path) -> dict:
   config = f"experiments/{task}.py:{variant}"
   workdir = out / f"{task}_{variant}"
-  warmup_epochs = 0.1 * steps / steps_per_epoch(config)
+  per_epoch = steps_per_epoch(config)
+  warmup_epochs = 0.1 * steps / per_epoch
   train = [
     "train", "--config", config, "--workdir", str(workdir),
     f"--config.total_steps={steps}", f"--config.optim.warmup_epochs={warmup_epochs:.6f}",
@@ -69,7 +70,7 @@ def run_row(task: str, variant: str, steps: int, out: pathlib.Path) -> dict:
     task=task,
     variant=variant,
     steps=steps,
-    epochs=round(steps / steps_per_epoch(config), 3),
+    epochs=round(steps / per_epoch, 3),
     wall_s=round(wall, 1),
     compiles=trained["compiles"],
     test=evaluated,
