@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnarch_jax import conv, cost, grids, masks
+from dnarch_jax.channels import Channels
+from dnarch_jax.channels import count as channel_count
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.optim import is_arch_param
 
@@ -42,6 +44,8 @@ class BlockArch:
   ``resolution`` is the spatial size the block runs at; ``resample`` says whether the block takes
   its input there through its own frequency mask (resolution learning on and the block kept).
   An inactive block is skipped in the cropped network; the full network computes it with gate 0.
+  ``hidden_channels`` are the kept hidden channels when the width mask keeps a subset (scaled
+  sigmoid gates); ``None`` means the first ``hidden_width``.
   """
 
   conv: ConvArch
@@ -49,14 +53,28 @@ class BlockArch:
   resolution: tuple[int, ...]
   resample: bool
   active: bool
+  hidden_channels: tuple[int, ...] | None = None
+
+  @property
+  def hidden(self) -> Channels:
+    """The hidden channels computed, as a ``dnarch_jax.channels`` selection."""
+    return self.hidden_width if self.hidden_channels is None else self.hidden_channels
 
 
 @dataclasses.dataclass(frozen=True)
 class Arch:
+  """The whole network: ``stream_channels`` as ``BlockArch.hidden_channels``, for the stream."""
+
   input_size: tuple[int, ...]
   stem: ConvArch
   stream_width: int
   blocks: tuple[BlockArch, ...]
+  stream_channels: tuple[int, ...] | None = None
+
+  @property
+  def stream(self) -> Channels:
+    """The stream channels computed, as a ``dnarch_jax.channels`` selection."""
+    return self.stream_width if self.stream_channels is None else self.stream_channels
 
   @property
   def depth(self) -> int:
@@ -75,6 +93,7 @@ class Arch:
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> Arch:
     conv_arch = lambda c: ConvArch(tuple(c["taps"]), c["route"])
+    indices = lambda v: None if v is None else tuple(int(i) for i in v)
     blocks = tuple(
       BlockArch(
         conv_arch(b["conv"]),
@@ -82,10 +101,17 @@ class Arch:
         tuple(b["resolution"]),
         b["resample"],
         b["active"],
+        indices(b.get("hidden_channels")),
       )
       for b in d["blocks"]
     )
-    return cls(tuple(d["input_size"]), conv_arch(d["stem"]), d["stream_width"], blocks)
+    return cls(
+      tuple(d["input_size"]),
+      conv_arch(d["stem"]),
+      d["stream_width"],
+      blocks,
+      indices(d.get("stream_channels")),
+    )
 
 
 # --- the architecture parameters ---------------------------------------------------------------
@@ -112,7 +138,7 @@ def initial_arch_params(cfg: ModelConfig) -> dict:
   if cfg.learn_kernel:
     p["stem_conv"] = sigma()
   if cfg.learn_width:
-    p["arch_stream_cutoff"] = np.asarray(cfg.width_init_cutoff)
+    p[width_param(cfg, "stream")] = initial_width_param(cfg, cfg.width)
   if cfg.learn_depth:
     p["arch_depth_cutoff"] = np.asarray(cfg.depth_init_cutoff)
   for l in range(cfg.num_blocks):
@@ -120,12 +146,43 @@ def initial_arch_params(cfg: ModelConfig) -> dict:
     if cfg.learn_kernel:
       block["conv"] = sigma()
     if cfg.learn_width:
-      block["arch_hidden_cutoff"] = np.asarray(cfg.width_init_cutoff)
+      block[width_param(cfg, "hidden")] = initial_width_param(cfg, cfg.hidden_width)
     if cfg.learn_resolution:
       block["arch_resolution_cutoff"] = np.full((d,), cfg.resolution_init_cutoff)
     if block:
       p[f"block_{l}"] = block
   return p
+
+
+def width_param(cfg: ModelConfig, kind: str) -> str:
+  """Name of the ``"stream"`` or ``"hidden"`` width mask's parameter: a scalar cutoff for the
+  ordered mask (``arch_stream_cutoff``), one logit per channel for gates (``arch_stream_gate``)."""
+  suffix = "gate" if cfg.width_mask == "scaled_sigmoid_gate" else "cutoff"
+  return f"arch_{kind}_{suffix}"
+
+
+def initial_width_param(cfg: ModelConfig, count: int) -> np.ndarray:
+  if cfg.width_mask == "scaled_sigmoid_gate":
+    return np.full((count,), cfg.width_gate_init)
+  return np.asarray(cfg.width_init_cutoff)
+
+
+def kept_channels(param, cfg: ModelConfig, count: int) -> Channels:
+  """What a width mask keeps: the first ``n`` channels (ordered mask, ``n`` rounded up to the
+  width bucket) or the indices of the gates at or above the threshold (no bucket: the kept set,
+  not its size, is what changes)."""
+  if cfg.width_mask == "scaled_sigmoid_gate":
+    return masks.scaled_sigmoid_gate_kept(param, cfg.width_gate_delta, cfg.threshold)
+  e = masks.sigmoid_cutoff_extent(float(param), cfg.width_temperature, cfg.threshold)
+  return round_up(kept_count(e, count), cfg.width_bucket, count)
+
+
+def soft_width(param, cfg: ModelConfig, count: int):
+  """Differentiable width: the sum of the (unthresholded) width mask over all ``count``."""
+  if cfg.width_mask == "scaled_sigmoid_gate":
+    return jnp.sum(masks.scaled_sigmoid_gate(param, cfg.width_gate_delta))
+  u = jnp.asarray(index_coordinates(count), jnp.float32)
+  return jnp.sum(masks.sigmoid_cutoff(u, param, cfg.width_temperature))
 
 
 # --- extents -> integer sizes ------------------------------------------------------------------
@@ -204,13 +261,10 @@ def compute_arch(
   get = lambda *keys: _lookup(p, keys)
   t = cfg.threshold
 
-  def width(cutoff, count):
-    if not (crop and cfg.learn_width):
-      return count
-    e = masks.sigmoid_cutoff_extent(float(cutoff), cfg.width_temperature, t)
-    return round_up(kept_count(e, count), cfg.width_bucket, count)
+  def width(param, count) -> Channels:
+    return kept_channels(param, cfg, count) if crop and cfg.learn_width else count
 
-  stream = width(get("arch_stream_cutoff"), cfg.width)
+  stream = width(get(width_param(cfg, "stream")), cfg.width)
   if cfg.learn_depth:
     e = masks.sigmoid_cutoff_extent(float(get("arch_depth_cutoff")), cfg.depth_temperature, t)
     gate_kept = index_coordinates(cfg.num_blocks) <= e + 1e-12
@@ -229,14 +283,26 @@ def compute_arch(
     resolution = (
       block_resolution(get(f"block_{l}", "arch_resolution_cutoff"), cfg) if resample else current
     )
-    hidden = width(get(f"block_{l}", "arch_hidden_cutoff"), cfg.hidden_width)
-    conv_arch = _conv_arch(
-      get(f"block_{l}", "conv", "arch_sigma"), cfg, resolution, stream, batch_size, crop
+    hidden = width(get(f"block_{l}", width_param(cfg, "hidden")), cfg.hidden_width)
+    sigma = get(f"block_{l}", "conv", "arch_sigma")
+    conv_arch = _conv_arch(sigma, cfg, resolution, channel_count(stream), batch_size, crop)
+    blocks.append(
+      BlockArch(
+        conv_arch,
+        channel_count(hidden),
+        resolution,
+        resample,
+        active=kept or not crop,
+        hidden_channels=_indices(hidden),
+      )
     )
-    blocks.append(BlockArch(conv_arch, hidden, resolution, resample, active=kept or not crop))
     if kept:
       current = resolution
-  return Arch(tuple(cfg.input_size), stem, stream, tuple(blocks))
+  return Arch(tuple(cfg.input_size), stem, channel_count(stream), tuple(blocks), _indices(stream))
+
+
+def _indices(channels: Channels) -> tuple[int, ...] | None:
+  return None if isinstance(channels, int) else channels
 
 
 def _lookup(tree: Mapping, keys):
@@ -318,10 +384,6 @@ def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.Ne
   """
   get = lambda *keys: _lookup(params, keys)
 
-  def index_mask_sum(cutoff, count, temperature):
-    u = jnp.asarray(index_coordinates(count), jnp.float32)
-    return jnp.sum(masks.sigmoid_cutoff(u, cutoff, temperature))
-
   def soft_taps(sigma_D, resolution, taps_if_fixed):
     if not cfg.learn_kernel:
       return taps_if_fixed
@@ -340,9 +402,7 @@ def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.Ne
     return tuple(out)
 
   stream = (
-    index_mask_sum(get("arch_stream_cutoff"), cfg.width, cfg.width_temperature)
-    if cfg.learn_width
-    else cfg.width
+    soft_width(get(width_param(cfg, "stream")), cfg, cfg.width) if cfg.learn_width else cfg.width
   )
   if cfg.learn_depth:
     u = jnp.asarray(index_coordinates(cfg.num_blocks), jnp.float32)
@@ -360,9 +420,7 @@ def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.Ne
     else:
       resolution, resample_from = tuple(cfg.input_size), None
     hidden = (
-      index_mask_sum(
-        get(f"block_{l}", "arch_hidden_cutoff"), cfg.hidden_width, cfg.width_temperature
-      )
+      soft_width(get(f"block_{l}", width_param(cfg, "hidden")), cfg, cfg.hidden_width)
       if cfg.learn_width
       else cfg.hidden_width
     )

@@ -18,6 +18,8 @@ import ml_collections
 
 KERNEL_NETS = ("magnet", "siren")
 RESOLUTION_MASKS = ("sigmoid", "ramp")
+# DNArch's ordered mask keeps a prefix of the channels; DNAL's gate keeps any subset.
+WIDTH_MASKS = ("sigmoid_cutoff", "scaled_sigmoid_gate")
 HEADS = ("classification", "dense")
 CONV_ROUTES = ("auto", "direct", "fft", "shift")  # dnarch_jax.conv.ROUTES and "auto"
 
@@ -49,8 +51,11 @@ class ModelConfig:
   learn_resolution: bool = False
   learn_depth: bool = False
   kernel_sigma_init: float = 0.075
+  width_mask: str = "sigmoid_cutoff"
   width_temperature: float = 20.0
   width_init_cutoff: float = 1.1
+  width_gate_delta: float = 1.0  # the gate's fixed delta in sigmoid(delta * s)
+  width_gate_init: float = 3.0  # initial logits s: gates sigmoid(3) = 0.95
   resolution_mask: str = "sigmoid"
   resolution_temperature: float = 20.0
   resolution_ramp: float = 4.0  # DiffStride's R, in frequency bins
@@ -107,6 +112,8 @@ def validate(cfg: ModelConfig) -> ModelConfig:
       "resolution_mask",
       f"unknown mask {cfg.resolution_mask!r}; expected one of {RESOLUTION_MASKS}",
     )
+  if cfg.width_mask not in WIDTH_MASKS:
+    _fail("width_mask", f"unknown mask {cfg.width_mask!r}; expected one of {WIDTH_MASKS}")
   if cfg.head not in HEADS:
     _fail("head", f"unknown head {cfg.head!r}; expected one of {HEADS}")
   if cfg.conv_route not in CONV_ROUTES:
@@ -120,6 +127,7 @@ def validate(cfg: ModelConfig) -> ModelConfig:
     _fail("kernel_sigma_init", f"must be positive, got {cfg.kernel_sigma_init}")
   for name in (
     "width_temperature",
+    "width_gate_delta",
     "resolution_temperature",
     "depth_temperature",
     "resolution_ramp",
@@ -251,8 +259,11 @@ def model_block(
       learn_width=False,
       learn_resolution=False,
       learn_depth=False,
+      width_mask="sigmoid_cutoff",
       width_temperature=20.0,
       width_init_cutoff=1.1,
+      width_gate_delta=1.0,
+      width_gate_init=3.0,
       resolution_mask="sigmoid",
       resolution_temperature=20.0,
       resolution_init_cutoff=1.1,

@@ -51,10 +51,17 @@ import numpy as np
 from flax import serialization
 
 from dnarch_jax import conv, cost, spectral
-from dnarch_jax.arch import Arch, arch_sizes, initial_arch
+from dnarch_jax.arch import Arch, arch_sizes, initial_arch, width_param
+from dnarch_jax.channels import select
 from dnarch_jax.config import HEADS, ModelConfig
 from dnarch_jax.layers import SlicedBatchNorm
-from dnarch_jax.model import DNArchCCNN, count_params, frequency_mask_fns, index_mask
+from dnarch_jax.model import (
+  DNArchCCNN,
+  count_params,
+  frequency_mask_fns,
+  index_mask,
+  width_mask_values,
+)
 
 FORMAT = "dnarch_jax.export"
 FORMAT_VERSION = 1
@@ -330,29 +337,29 @@ def sampled_kernels(cfg: ModelConfig, variables, arch: Arch) -> dict[str, jax.Ar
 def export_variables(cfg: ModelConfig, variables, arch: Arch) -> tuple[ExportSpec, dict]:
   """``(spec, variables)`` of the exported network for the trained ``variables`` and ``arch``.
 
-  Weights are sliced to the ``Arch``'s widths (the first channels); masks are evaluated with the
-  model's own functions on the trained mask parameters, restricted to what ``arch`` keeps.
+  Weights are restricted to the channels the ``Arch`` keeps; masks are evaluated with the model's
+  own functions on the trained mask parameters, restricted to what ``arch`` keeps.
   """
   spec = export_spec(cfg, arch)
   params, stats = variables["params"], variables["batch_stats"]
   kernels = sampled_kernels(cfg, variables, arch)
-  c, cin = arch.stream_width, cfg.in_channels
+  c = arch.stream
   to_host = lambda a: np.asarray(jax.device_get(a), np.float32)
 
   def norm(name_params, name_stats):
-    p = {"scale": name_params["scale"][:c], "bias": name_params["bias"][:c]}
-    return p, {"mean": name_stats["mean"][:c], "var": name_stats["var"][:c]}
+    p = {"scale": select(name_params["scale"], c), "bias": select(name_params["bias"], c)}
+    return p, {"mean": select(name_stats["mean"], c), "var": select(name_stats["var"], c)}
 
   out_params: dict = {
     "stem_conv": {"kernel": kernels["stem_conv"]},
-    "stem_mixer": {"kernel": params["stem_mixer"]["kernel"][:cin, :c]},
+    "stem_mixer": {"kernel": select(params["stem_mixer"]["kernel"], c, 1)},
   }
   out_stats: dict = {}
   constants: dict = {}
   out_params["stem_norm"], out_stats["stem_norm"] = norm(params["stem_norm"], stats["stem_norm"])
   if cfg.learn_width:
-    constants["stream_mask"] = index_mask(
-      params["arch_stream_cutoff"], cfg.width, c, cfg.width_temperature, cfg.threshold
+    constants["stream_mask"] = width_mask_values(
+      params[width_param(cfg, "stream")], cfg.width, c, cfg
     )
   gates = None
   if cfg.learn_depth:
@@ -362,12 +369,18 @@ def export_variables(cfg: ModelConfig, variables, arch: Arch) -> tuple[ExportSpe
     )
   for b in spec.blocks:
     l = int(b.name.split("_")[1])
-    trained, h = params[b.name], b.hidden_width
+    trained, h = params[b.name], arch.blocks[l].hidden
     mixer, linear = trained["mixer"], trained["linear"]
     block_params: dict = {
-      "conv": {"kernel": kernels[b.name], "bias": trained["conv"]["bias"][:c]},
-      "mixer": {"kernel": mixer["kernel"][:c, :h], "bias": mixer["bias"][:h]},
-      "linear": {"kernel": linear["kernel"][:h, :c], "bias": linear["bias"][:c]},
+      "conv": {"kernel": kernels[b.name], "bias": select(trained["conv"]["bias"], c)},
+      "mixer": {
+        "kernel": select(select(mixer["kernel"], c, 0), h, 1),
+        "bias": select(mixer["bias"], h),
+      },
+      "linear": {
+        "kernel": select(select(linear["kernel"], h, 0), c, 1),
+        "bias": select(linear["bias"], c),
+      },
     }
     block_params["norm"], block_stats = norm(trained["norm"], stats[b.name]["norm"])
     out_params[b.name] = block_params
@@ -379,8 +392,8 @@ def export_variables(cfg: ModelConfig, variables, arch: Arch) -> tuple[ExportSpe
         freq = spectral.frequencies(n, onesided=axis == cfg.ndim - 1)
         block_constants[f"frequency_mask_{axis}"] = fns[axis](freq)
     if cfg.learn_width:
-      block_constants["hidden_mask"] = index_mask(
-        trained["arch_hidden_cutoff"], cfg.hidden_width, h, cfg.width_temperature, cfg.threshold
+      block_constants["hidden_mask"] = width_mask_values(
+        trained[width_param(cfg, "hidden")], cfg.hidden_width, h, cfg
       )
     if gates is not None:
       block_constants["gate"] = gates[l]
@@ -388,7 +401,7 @@ def export_variables(cfg: ModelConfig, variables, arch: Arch) -> tuple[ExportSpe
       constants[b.name] = block_constants
   out_params["head_norm"], out_stats["head_norm"] = norm(params["head_norm"], stats["head_norm"])
   out_params["head"] = {
-    "kernel": params["head"]["kernel"][:c, : cfg.num_classes],
+    "kernel": select(params["head"]["kernel"], c, 0),
     "bias": params["head"]["bias"][: cfg.num_classes],
   }
   exported = {"params": out_params, "batch_stats": out_stats, "constants": constants}

@@ -4,8 +4,9 @@ MAGNet (the default, every CCNN run uses it) and SIREN, with CCNN's initialisati
 The output layer's "Chang" scaling ``sqrt(1 / F)`` (F = kernel positions at the initial crop) is a
 constructor argument computed from the initial architecture: nothing is learned from a batch.
 
-A kernel net may be asked for fewer output channels than it owns (``out_channels`` <= ``features``):
-the output layer is sliced, so a network with a cropped width evaluates only the kept channels.
+A kernel net may be asked for some of the output channels it owns (``out_channels``, a
+``dnarch_jax.channels`` selection): the output layer computes only those, so a network with a
+cropped width evaluates only the kept channels.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from dnarch_jax.channels import Channels, select
 
 # kaiming-uniform with linear gain: U(+-sqrt(3 / fan_in)).
 _kaiming_uniform = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
@@ -68,18 +71,18 @@ def _gabor_mu_init(spread: float, causal: bool):
 
 
 class _OutputLinear(nn.Module):
-  """Linear ``H -> features`` whose columns can be sliced to the first ``out_channels``."""
+  """Linear ``H -> features`` computing only the columns ``out_channels`` selects."""
 
   features: int
   output_scale: float
 
   @nn.compact
-  def __call__(self, h_KxH, out_channels: int):
+  def __call__(self, h_KxH, out_channels: Channels):
     kernel = self.param(
       "kernel", _scaled(_kaiming_uniform, self.output_scale), (h_KxH.shape[-1], self.features)
     )
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    return h_KxH @ kernel[:, :out_channels] + bias[:out_channels]
+    return h_KxH @ select(kernel, out_channels, 1) + select(bias, out_channels)
 
 
 class GaborFilter(nn.Module):
@@ -130,7 +133,7 @@ class MAGNet(nn.Module):
   output_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, p_KxD, out_channels: int | None = None):
+  def __call__(self, p_KxD, out_channels: Channels | None = None):
     out_channels = self.features if out_channels is None else out_channels
     spread = 1.667 * self.init_mask_sigma
 
@@ -160,7 +163,7 @@ class SIREN(nn.Module):
   output_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, p_KxD, out_channels: int | None = None):
+  def __call__(self, p_KxD, out_channels: Channels | None = None):
     out_channels = self.features if out_channels is None else out_channels
     h = p_KxD
     for j in range(self.num_layers):

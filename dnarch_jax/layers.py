@@ -15,11 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnarch_jax import conv, grids, masks
+from dnarch_jax.channels import Channels, index, select
 from dnarch_jax.kernelnets import make_kernel_net
 
 
 class SlicedDense(nn.Module):
-  """``x @ W[:C_in, :C_out] + b[:C_out]`` with ``W`` owned at ``[in_features, features]``."""
+  """``x @ W[in, out] + b[out]`` with ``W`` owned at ``[in_features, features]``.
+
+  ``out_channels`` and ``in_channels`` are ``dnarch_jax.channels`` selections: by default every
+  output channel, and as many leading input channels as ``x`` has.
+  """
 
   in_features: int
   features: int
@@ -27,17 +32,18 @@ class SlicedDense(nn.Module):
   use_bias: bool = True
 
   @nn.compact
-  def __call__(self, x, out_features: int | None = None):
-    out_features = self.features if out_features is None else out_features
+  def __call__(self, x, out_channels: Channels | None = None, in_channels: Channels | None = None):
+    in_channels = x.shape[-1] if in_channels is None else in_channels
     kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
-    y = x @ kernel[: x.shape[-1], :out_features]
+    y = x @ select(select(kernel, in_channels, 0), out_channels, 1)
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,))[:out_features]
+      y = y + select(self.param("bias", nn.initializers.zeros, (self.features,)), out_channels)
     return y
 
 
 class SlicedBatchNorm(nn.Module):
-  """BatchNorm over all axes but the last, owning ``features`` channels and using the first few.
+  """BatchNorm over all axes but the last, owning ``features`` channels and using the ones
+  ``channels`` selects (by default as many leading ones as ``x`` has).
 
   Statistics are over the whole (global) batch: under ``jit`` with the batch sharded over devices
   this is CCNN's SyncBN. Running averages of channels outside the crop are left untouched.
@@ -48,10 +54,10 @@ class SlicedBatchNorm(nn.Module):
   epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
-    width = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (self.features,))[:width]
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))[:width]
+  def __call__(self, x, channels: Channels | None = None, *, train: bool):
+    channels = x.shape[-1] if channels is None else channels
+    scale = select(self.param("scale", nn.initializers.ones, (self.features,)), channels)
+    bias = select(self.param("bias", nn.initializers.zeros, (self.features,)), channels)
     ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (self.features,))
     ra_var = self.variable("batch_stats", "var", jnp.ones, (self.features,))
     if train:
@@ -59,21 +65,23 @@ class SlicedBatchNorm(nn.Module):
       mean = jnp.mean(x, axis=axes)
       var = jnp.mean(jnp.square(x - mean), axis=axes)
       if not self.is_initializing():
-        m = self.momentum
-        ra_mean.value = ra_mean.value.at[:width].set(m * ra_mean.value[:width] + (1 - m) * mean)
-        ra_var.value = ra_var.value.at[:width].set(m * ra_var.value[:width] + (1 - m) * var)
+        m, at = self.momentum, index(channels)
+        ra_mean.value = ra_mean.value.at[at].set(m * ra_mean.value[at] + (1 - m) * mean)
+        ra_var.value = ra_var.value.at[at].set(m * ra_var.value[at] + (1 - m) * var)
     else:
-      mean, var = ra_mean.value[:width], ra_var.value[:width]
+      mean, var = select(ra_mean.value, channels), select(ra_var.value, channels)
     return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
 
 
-def channel_dropout(x_BxSxC, rate: float, rng, max_channels: int):
+def channel_dropout(x_BxSxC, rate: float, rng, max_channels: int, channels: Channels | None = None):
   """Dropout2d: drop whole channels per example. The keep mask is drawn for ``max_channels``
-  and sliced, so a cropped network drops exactly the channels its full counterpart drops."""
+  and restricted to ``channels`` (by default the leading ones ``x`` has), so a cropped network
+  drops exactly the channels its full counterpart drops."""
   if rate == 0.0:
     return x_BxSxC
+  channels = x_BxSxC.shape[-1] if channels is None else channels
   shape = (x_BxSxC.shape[0],) + (1,) * (x_BxSxC.ndim - 2) + (max_channels,)
-  keep = jax.random.bernoulli(rng, 1.0 - rate, shape)[..., : x_BxSxC.shape[-1]]
+  keep = select(jax.random.bernoulli(rng, 1.0 - rate, shape), channels)
   return jnp.where(keep, x_BxSxC / (1.0 - rate), 0.0)
 
 
@@ -94,7 +102,8 @@ class MaskedContinuousConv(nn.Module):
   no task gradient; only the cost term can then move its sigma.
 
   Attributes:
-    channels: channels the kernel net owns (the input may use the first few).
+    channels: channels the kernel net owns; the input holds the ones the call's ``in_channels``
+      selects (by default the first few).
     kernel_grid: kernel samples per axis at input resolution (n).
     input_size: the network's input size per axis (N), the unit of resolution.
     causal: 1D causal kernel (the last tap weighs the current step).
@@ -136,7 +145,13 @@ class MaskedContinuousConv(nn.Module):
     return masks.thresholded(masks.gaussian(jnp.asarray(p_KxD), mu, sigma), self.threshold)
 
   @nn.compact
-  def __call__(self, x_BxSxC, taps: Sequence[int] | None = None, route: str = "auto"):
+  def __call__(
+    self,
+    x_BxSxC,
+    taps: Sequence[int] | None = None,
+    route: str = "auto",
+    in_channels: Channels | None = None,
+  ):
     resolution = x_BxSxC.shape[1:-1]
     p_KxD = self.tap_positions(resolution, taps)
     kernel_net = make_kernel_net(
@@ -152,12 +167,12 @@ class MaskedContinuousConv(nn.Module):
       beta=self.magnet_beta,
       name="kernel_net",
     )
-    width = x_BxSxC.shape[-1]
-    kernel_KxC = kernel_net(jnp.asarray(p_KxD), out_channels=width)
+    in_channels = x_BxSxC.shape[-1] if in_channels is None else in_channels
+    kernel_KxC = kernel_net(jnp.asarray(p_KxD), out_channels=in_channels)
     kernel_KxC = kernel_KxC * self.mask(p_KxD)[..., None]
     # Recorded for CCNN's L2 regulariser, which penalises the sampled, masked kernels.
     self.sow("intermediates", "masked_kernel", kernel_KxC)
     y = conv.depthwise_conv(x_BxSxC, kernel_KxC, causal=self.causal, route=route)
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.channels,))[:width]
+      y = y + select(self.param("bias", nn.initializers.zeros, (self.channels,)), in_channels)
     return y

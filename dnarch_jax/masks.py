@@ -101,6 +101,19 @@ def scaled_sigmoid_gate_extent(s, delta: float, threshold: float = DEFAULT_THRES
   return s >= math.log(threshold / (1.0 - threshold)) / delta
 
 
+def scaled_sigmoid_gate_kept(s, delta: float, threshold: float = DEFAULT_THRESHOLD):
+  """Sorted indices of the gates at or above ``threshold`` (host side, float64).
+
+  Never empty: when no gate reaches the threshold the largest one is kept, so a layer keeps a
+  channel (a network with an empty layer computes a constant) [design].
+  """
+  s = np.asarray(jax.device_get(s), np.float64)
+  kept = np.flatnonzero(scaled_sigmoid_gate_extent(s, float(delta), threshold))
+  if kept.size == 0:
+    kept = np.asarray([int(np.argmax(s))])
+  return tuple(int(i) for i in kept)
+
+
 # --- thresholding: what makes a cropped network equal the full one -------------------------------
 
 

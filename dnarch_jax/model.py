@@ -7,7 +7,9 @@ output (METHOD.md §5). With every ``learn_*`` switch off it is CCNN with fixed 
 
 Architecture parameters (all named ``arch_*``):
   ``stem_conv/arch_sigma``, ``block_l/conv/arch_sigma``: gaussian kernel-size masks, per axis;
-  ``arch_stream_cutoff``, ``block_l/arch_hidden_cutoff``: sigmoid-cutoff width masks;
+  ``arch_stream_cutoff``, ``block_l/arch_hidden_cutoff``: sigmoid-cutoff width masks (or, with
+  ``width_mask="scaled_sigmoid_gate"``, DNAL's per-channel gates ``arch_stream_gate`` and
+  ``block_l/arch_hidden_gate``);
   ``block_l/arch_resolution_cutoff``: the block's frequency mask, per axis;
   ``arch_depth_cutoff``: the sigmoid-cutoff mask over blocks.
 """
@@ -22,7 +24,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnarch_jax import masks, spectral
-from dnarch_jax.arch import Arch, BlockArch, index_coordinates, initial_arch, ramp_width
+from dnarch_jax.arch import (
+  Arch,
+  BlockArch,
+  index_coordinates,
+  initial_arch,
+  initial_width_param,
+  ramp_width,
+  width_param,
+)
+from dnarch_jax.channels import Channels, select
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.layers import MaskedContinuousConv, SlicedBatchNorm, SlicedDense, channel_dropout
 
@@ -38,6 +49,33 @@ def index_mask(cutoff, count: int, used: int, temperature: float, threshold: flo
   u = jnp.asarray(index_coordinates(count)[:used], jnp.float32)
   m = masks.sigmoid_cutoff(u, cutoff, temperature)
   return masks.thresholded(m, threshold).at[0].set(m[0])
+
+
+def gate_mask(s, delta: float, threshold: float):
+  """Thresholded scaled sigmoid gates ``sigmoid(delta s)``; the largest gate is never thresholded
+  (the channel a layer keeps when none reaches the threshold, ``masks.scaled_sigmoid_gate_kept``).
+  """
+  g = masks.scaled_sigmoid_gate(s, delta)
+  largest = jnp.arange(g.shape[0]) == jnp.argmax(g)
+  return jnp.where(largest, g, masks.thresholded(g, threshold))
+
+
+def width_mask_values(param, count: int, channels: Channels, cfg: ModelConfig):
+  """The thresholded width mask of ``count`` channels on the ``channels`` computed. Gates are
+  thresholded over all ``count`` channels, then selected, so the cropped network sees the values
+  the full one does."""
+  if cfg.width_mask == "scaled_sigmoid_gate":
+    return select(gate_mask(param, cfg.width_gate_delta, cfg.threshold), channels)
+  return index_mask(param, count, channels, cfg.width_temperature, cfg.threshold)
+
+
+def width_mask(module: nn.Module, kind: str, count: int, channels: Channels, cfg: ModelConfig):
+  """:func:`width_mask_values` of the ``"stream"`` or ``"hidden"`` mask, declaring its parameter
+  (a cutoff, or one gate logit per channel) in ``module``."""
+  shape = (count,) if cfg.width_mask == "scaled_sigmoid_gate" else ()
+  init = nn.initializers.constant(initial_width_param(cfg, count))
+  param = module.param(width_param(cfg, kind), init, shape)
+  return width_mask_values(param, count, channels, cfg)
 
 
 def frequency_mask_fns(cutoff_D, cfg: ModelConfig):
@@ -88,7 +126,7 @@ class Block(nn.Module):
   initial_taps: tuple[int, ...]
 
   @nn.compact
-  def __call__(self, x_BxSxC, stream_mask_C, gate, barch: BlockArch, *, train: bool):
+  def __call__(self, x_BxSxC, stream, stream_mask_C, gate, barch: BlockArch, *, train: bool):
     cfg = self.cfg
     if cfg.learn_resolution:
       cutoff = self.param(
@@ -100,23 +138,18 @@ class Block(nn.Module):
         x_BxSxC = spectral.spectral_resample(
           x_BxSxC, barch.resolution, frequency_mask_fns(cutoff, cfg)
         )
-    h = SlicedBatchNorm(cfg.width, name="norm")(x_BxSxC, train=train)
+    hidden = barch.hidden
+    h = SlicedBatchNorm(cfg.width, name="norm")(x_BxSxC, stream, train=train)
     h = _masked(h, stream_mask_C)
-    h = _conv(cfg, cfg.width, self.initial_taps, "conv")(h, barch.conv.taps, barch.conv.route)
-    h = SlicedDense(cfg.width, cfg.hidden_width, _kaiming_normal, name="mixer")(
-      h, barch.hidden_width
-    )
+    conv = _conv(cfg, cfg.width, self.initial_taps, "conv")
+    h = conv(h, barch.conv.taps, barch.conv.route, in_channels=stream)
+    h = SlicedDense(cfg.width, cfg.hidden_width, _kaiming_normal, name="mixer")(h, hidden, stream)
     h = nn.gelu(h)
     if cfg.learn_width:
-      cutoff = self.param("arch_hidden_cutoff", nn.initializers.constant(cfg.width_init_cutoff), ())
-      h = h * index_mask(
-        cutoff, cfg.hidden_width, barch.hidden_width, cfg.width_temperature, cfg.threshold
-      )
+      h = h * width_mask(self, "hidden", cfg.hidden_width, hidden, cfg)
     if train and cfg.dropout > 0:
-      h = channel_dropout(h, cfg.dropout, self.make_rng("dropout"), cfg.hidden_width)
-    h = SlicedDense(cfg.hidden_width, cfg.width, _kaiming_normal, name="linear")(
-      h, x_BxSxC.shape[-1]
-    )
+      h = channel_dropout(h, cfg.dropout, self.make_rng("dropout"), cfg.hidden_width, hidden)
+    h = SlicedDense(cfg.hidden_width, cfg.width, _kaiming_normal, name="linear")(h, stream, hidden)
     h = _masked(nn.gelu(h), stream_mask_C)
     if gate is not None:
       h = h * gate
@@ -143,11 +176,8 @@ class DNArchCCNN(nn.Module):
         f"input of shape {x_BxSxC.shape} does not match the model's "
         f"[batch, *{cfg.input_size}, {cfg.in_channels}]"
       )
-    stream = arch.stream_width
-    stream_mask = None
-    if cfg.learn_width:
-      cutoff = self.param("arch_stream_cutoff", nn.initializers.constant(cfg.width_init_cutoff), ())
-      stream_mask = index_mask(cutoff, cfg.width, stream, cfg.width_temperature, cfg.threshold)
+    stream = arch.stream
+    stream_mask = width_mask(self, "stream", cfg.width, stream, cfg) if cfg.learn_width else None
     gates = [None] * cfg.num_blocks
     if cfg.learn_depth:
       cutoff = self.param("arch_depth_cutoff", nn.initializers.constant(cfg.depth_init_cutoff), ())
@@ -164,22 +194,22 @@ class DNArchCCNN(nn.Module):
     h = stem_conv(x, arch.stem.taps, arch.stem.route)
     stem_mixer = SlicedDense(cfg.in_channels, cfg.width, _kaiming_normal, False, name="stem_mixer")
     h = stem_mixer(h, stream)
-    h = SlicedBatchNorm(cfg.width, name="stem_norm")(h, train=train)
+    h = SlicedBatchNorm(cfg.width, name="stem_norm")(h, stream, train=train)
     h = _masked(nn.gelu(h), stream_mask)
 
     for l, barch in enumerate(arch.blocks):
       block = Block(cfg, init_arch.blocks[l].conv.taps, name=f"block_{l}")
       if barch.active or self.is_initializing():
-        h = block(h, stream_mask, gates[l], barch, train=train)
+        h = block(h, stream, stream_mask, gates[l], barch, train=train)
 
-    h = SlicedBatchNorm(cfg.width, name="head_norm")(h, train=train)
+    h = SlicedBatchNorm(cfg.width, name="head_norm")(h, stream, train=train)
     h = _masked(h, stream_mask)
     head = SlicedDense(cfg.width, cfg.num_classes, name="head")
     if cfg.head == "dense":
       if tuple(h.shape[1:-1]) != tuple(cfg.input_size):
         h = spectral.spectral_resample(h, cfg.input_size)
-      return head(h)
-    return head(jnp.mean(h, axis=tuple(range(1, h.ndim - 1))))
+      return head(h, in_channels=stream)
+    return head(jnp.mean(h, axis=tuple(range(1, h.ndim - 1))), in_channels=stream)
 
 
 def init_variables(cfg: ModelConfig, rng, batch_size: int = 2):

@@ -17,6 +17,8 @@ BASE = dict(input_size=(28, 28), in_channels=1, num_classes=10, kernel_grid=29)
     ("threshold", 0.0, "config.model.threshold"),
     ("kernel_net", "mlp", "config.model.kernel_net: unknown kernel net 'mlp'"),
     ("resolution_mask", "box", "config.model.resolution_mask: unknown mask 'box'"),
+    ("width_mask", "gate", "config.model.width_mask: unknown mask 'gate'"),
+    ("width_gate_delta", 0.0, "config.model.width_gate_delta: must be positive"),
     ("kernel_bucket", 3, "config.model.kernel_bucket"),
     ("dropout", 1.5, "config.model.dropout"),
   ],

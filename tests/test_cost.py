@@ -11,7 +11,7 @@ import pytest
 from dnarch_jax import cost
 from dnarch_jax.arch import arch_params, arch_sizes, compute_arch, soft_sizes
 from dnarch_jax.cli import main
-from dnarch_jax.config import load_config
+from dnarch_jax.config import ModelConfig, load_config, validate
 from dnarch_jax.experiment import run_model_config
 from dnarch_jax.model import init_variables
 from dnarch_jax.summary import xla_forward_flops
@@ -84,6 +84,33 @@ def test_soft_cost_is_differentiable_in_every_mask_and_near_the_arch_cost():
   soft_value = float(soft(params))
   hard_value = float(cost.flops(arch_sizes(arch, cfg, batch)))
   assert 0.3 < soft_value / hard_value < 1.5  # same formula; soft sizes are sums of mask values
+
+
+def test_gated_widths_cost_the_kept_channels_softly_and_in_xla():
+  """Scaled sigmoid gates as the width mask: the soft cost of saturated gates (0 or 1) is the
+  integer cost of the ``Arch`` they crop to, and that is within 10% of XLA's count."""
+  cfg = validate(
+    ModelConfig(
+      input_size=(16, 12), in_channels=3, num_classes=5, kernel_grid=17, num_blocks=3, width=24,
+      hidden_width=32, kernel_net_hidden=8, learn_kernel=False, learn_width=True,
+      width_mask="scaled_sigmoid_gate",
+    )
+  )  # fmt: skip
+  variables = init_variables(cfg, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  saturate = lambda path, leaf: (
+    jnp.asarray(rng.choice([-30.0, 30.0], leaf.shape, p=[0.4, 0.6]), leaf.dtype)
+    if str(path[-1].key).endswith("_gate")
+    else leaf
+  )
+  params = jax.tree_util.tree_map_with_path(saturate, variables["params"])
+  arch = compute_arch(params, cfg, 8)
+  assert arch.stream_width < cfg.width and arch.stream_channels != tuple(range(arch.stream_width))
+  hard = float(cost.flops(arch_sizes(arch, cfg, 8)))
+  soft = float(cost.flops(soft_sizes(params, cfg, arch, 8)))
+  assert soft == pytest.approx(hard, rel=1e-6)
+  xla = xla_forward_flops(cfg, {**variables, "params": params}, arch, 8)
+  assert abs(hard / xla - 1) < 0.10, (hard, xla)
 
 
 @pytest.mark.parametrize("task", ["smnist", "mnist"])

@@ -10,7 +10,7 @@ import pytest
 from dnarch_jax import cost, export
 from dnarch_jax.arch import arch_sizes, compute_arch, initial_arch
 from dnarch_jax.cli import main
-from dnarch_jax.config import ModelConfig, load_config, validate
+from dnarch_jax.config import WIDTH_MASKS, ModelConfig, load_config, validate
 from dnarch_jax.data import pipeline_from_config
 from dnarch_jax.model import DNArchCCNN, count_params
 from dnarch_jax.summary import summarize
@@ -212,6 +212,8 @@ def set_masks(params, rng):
       return jnp.asarray(rng.uniform(0.05, 0.3, leaf.shape), leaf.dtype)
     if name in ("arch_stream_cutoff", "arch_hidden_cutoff"):
       return jnp.asarray(rng.uniform(0.2, 0.7), leaf.dtype)
+    if name in ("arch_stream_gate", "arch_hidden_gate"):  # about a fifth below the threshold
+      return jnp.asarray(rng.normal(0.0, 2.5, leaf.shape), leaf.dtype)
     if name == "arch_depth_cutoff":
       return jnp.asarray(0.5, leaf.dtype)
     if name == "arch_resolution_cutoff":
@@ -221,13 +223,14 @@ def set_masks(params, rng):
   return jax.tree_util.tree_map_with_path(value, params)
 
 
-def test_1d_causal_dense_network_exports_exactly(tmp_path):
+@pytest.mark.parametrize("width_mask", WIDTH_MASKS)
+def test_1d_causal_dense_network_exports_exactly(width_mask, tmp_path):
   cfg = validate(
     ModelConfig(
       input_size=(64,), in_channels=2, num_classes=5, head="dense", causal=True, kernel_grid=0,
       kernel_bucket=4, num_blocks=4, width=24, hidden_width=32, kernel_net_hidden=8,
       omega_0=30.0, width_bucket=4, learn_kernel=True, learn_width=True, learn_resolution=True,
-      learn_depth=True,
+      learn_depth=True, width_mask=width_mask,
     )
   )  # fmt: skip
   rng = np.random.default_rng(0)

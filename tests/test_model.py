@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax.arch import Arch, arch_params, compute_arch, initial_arch
+from dnarch_jax.arch import Arch, arch_params, compute_arch, initial_arch, initial_arch_params
 from dnarch_jax.config import ModelConfig, validate
 from dnarch_jax.model import DNArchCCNN, init_variables
 
@@ -111,6 +111,68 @@ def test_cropped_network_equals_thresholded_full_network(ndim, res_cutoffs, trai
   assert rel(out_c, out_f) < 1e-5
 
 
+GATED = dict(width_mask="scaled_sigmoid_gate")
+
+
+def set_gates(params, rng, logits):
+  """Gate logits drawn by ``logits(rng, shape)``; depth cutoff 0.5 (blocks 0 and 1 of 4)."""
+
+  def value(path, leaf):
+    name = path[-1].key
+    if name in ("arch_stream_gate", "arch_hidden_gate"):
+      return jnp.asarray(logits(rng, leaf.shape), jnp.float32)
+    if name == "arch_depth_cutoff":
+      return jnp.asarray(0.5, leaf.dtype)
+    return leaf
+
+  return jax.tree_util.tree_map_with_path(value, params)
+
+
+@pytest.mark.parametrize("ndim,train", [(1, False), (2, True)])
+def test_gated_widths_crop_to_channel_subsets_equal_to_the_full_network(ndim, train):
+  """DNAL's scaled sigmoid gate in place of the ordered width mask: the cropped network computes
+  an arbitrary subset of channels and equals the full network with sub-threshold gates zeroed."""
+  cfg = small_config(ndim, **GATED)
+  variables = cached_init(cfg)
+  rng = np.random.default_rng(ndim)
+  # delta 1, threshold 0.1: logits below ln(1/9) = -2.2 are cut, about a fifth of N(0, 2.5^2).
+  params = set_gates(variables["params"], rng, lambda r, shape: r.normal(0.0, 2.5, shape))
+  x = jax.random.normal(jax.random.key(1), (4, *cfg.input_size, cfg.in_channels))
+  cropped, full, out_c, out_f = apply_both(cfg, params, variables["batch_stats"], x, train)
+
+  stream = np.asarray(params["arch_stream_gate"])
+  expected = tuple(int(i) for i in np.flatnonzero(1 / (1 + np.exp(-stream)) >= cfg.threshold))
+  assert cropped.stream_channels == expected and cropped.stream_width == len(expected)
+  for b in (b for b in cropped.blocks if b.active):
+    assert b.hidden_channels is not None and b.hidden_width == len(b.hidden_channels)
+  kept = [cropped.stream_channels] + [b.hidden_channels for b in cropped.blocks if b.active]
+  # Subsets, not prefixes: the ordered mask could not have described them.
+  assert all(0 < len(k) < max(k) + 1 for k in kept)
+  assert full.stream_channels is None and full.stream_width == cfg.width
+  assert rel(out_c, out_f) < 1e-5
+
+
+def test_every_gate_of_a_kept_channel_receives_a_gradient():
+  cfg = small_config(1, **GATED)
+  variables = cached_init(cfg)
+  params = set_gates(variables["params"], np.random.default_rng(0), lambda r, s: r.uniform(0, 2, s))
+  x = jax.random.normal(jax.random.key(1), (4, *cfg.input_size, cfg.in_channels))
+  labels = jnp.arange(4) % cfg.num_classes
+  arch = compute_arch(params, cfg, 4)
+  assert arch.stream_width == cfg.width  # every gate above the threshold
+
+  def loss(p):
+    logits = DNArchCCNN(cfg).apply({"params": p, "batch_stats": variables["batch_stats"]}, x, arch)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+  grads = jax.jit(jax.grad(loss))(params)
+  assert grads["arch_stream_gate"].shape == (cfg.width,)
+  assert np.all(np.abs(grads["arch_stream_gate"]) > 0)
+  for l in (0, 1):  # the kept blocks
+    g = grads[f"block_{l}"]["arch_hidden_gate"]
+    assert g.shape == (cfg.hidden_width,) and np.all(np.abs(g) > 0)
+
+
 def test_dense_head_cropped_equals_full_and_returns_input_resolution():
   cfg = small_config(2, head="dense")
   variables = cached_init(cfg)
@@ -169,8 +231,15 @@ def test_initial_arch_crops_kernels_and_keeps_everything_else():
   assert all(b.resolution == cfg.input_size for b in arch.blocks)
 
 
-def test_arch_round_trips_through_json_and_is_hashable():
-  arch = initial_arch(small_config(1))
+@pytest.mark.parametrize("overrides", [{}, GATED])
+def test_arch_round_trips_through_json_and_is_hashable(overrides):
+  cfg = small_config(1, **overrides)
+  arch = initial_arch(cfg)
+  if overrides:  # gates keep index sets
+    logits = lambda r, shape: r.normal(0.0, 3.0, shape)
+    params = set_gates(initial_arch_params(cfg), np.random.default_rng(0), logits)
+    arch = compute_arch(params, cfg)
+    assert arch.stream_channels is not None
   again = Arch.from_dict(__import__("json").loads(arch.to_json()))
   assert again == arch and hash(again) == hash(arch)
   assert dataclasses.replace(arch, stream_width=8) != arch

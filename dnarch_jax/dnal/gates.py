@@ -63,17 +63,12 @@ def kept_channels(s, delta: float, threshold: float) -> tuple[int, ...]:
   """Indices of the channels whose gate ``sigmoid(delta * s_i)`` is at least ``threshold``.
 
   Decided on the host in float64 by the gate's closed-form extent, ``s_i >= ln(t / (1 - t)) /
-  delta`` (``masks.scaled_sigmoid_gate_extent``), so a logit exactly at the boundary is kept
-  whatever the rounding of a sigmoid. A layer never loses every channel: when no gate reaches the
-  threshold the channel with the largest gate is kept (a VGG with an empty layer computes a
-  constant) [design]. The official code keeps gates strictly above the threshold; at delta 1e4
-  the gates are 0 or 1 to within float32, so the boundary never matters in practice.
+  delta`` (``masks.scaled_sigmoid_gate_kept``), so a logit exactly at the boundary is kept
+  whatever the rounding of a sigmoid; a layer never loses every channel. The official code keeps
+  gates strictly above the threshold; at delta 1e4 the gates are 0 or 1 to within float32, so the
+  boundary never matters in practice.
   """
-  s = np.asarray(jax.device_get(s), np.float64)
-  kept = np.flatnonzero(masks.scaled_sigmoid_gate_extent(s, float(delta), threshold))
-  if kept.size == 0:
-    kept = np.asarray([int(np.argmax(s))])
-  return tuple(int(i) for i in kept)
+  return masks.scaled_sigmoid_gate_kept(s, delta, threshold)
 
 
 # --- stages ----------------------------------------------------------------------------------
