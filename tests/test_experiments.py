@@ -69,6 +69,18 @@ def test_the_main_job_learns_all_four_dimensions_under_half_the_maximal_flops():
   assert arch.stream_width == 32 and {b.resolution for b in arch.blocks} == {(18, 18)}
 
 
+@pytest.mark.parametrize("width_mask", ["sigmoid_cutoff", "scaled_sigmoid_gate"])
+def test_the_width_variant_learns_widths_alone_under_a_hard_budget(width_mask):
+  config = load_config("experiments/mnist.py:width", [f"model.width_mask={width_mask!r}"])
+  cfg = run_model_config(config)
+  learned = [d for d in ("kernel", "width", "resolution", "depth") if getattr(cfg, f"learn_{d}")]
+  assert learned == ["width"] and cfg.width_mask == width_mask
+  assert config.budget.mode == "hard"
+  arch = initial_arch(cfg, config.data.batch_size)  # starts at the maximal widths
+  assert (arch.stream_width, arch.blocks[0].hidden_width) == (48, 96)
+  assert all(b.conv.taps == (5, 5) and b.resolution == (28, 28) for b in arch.blocks)
+
+
 def test_configs_carry_ccnn_hyperparameters():
   """Spot checks against METHOD.md §9's table."""
   cifar = load_config("experiments/cifar10.py:ccnn_4_140")
