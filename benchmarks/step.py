@@ -11,7 +11,10 @@ included) belongs to that case alone. Prints one JSON object per line:
 "routes", "device"}`` (``xla_temp_mib``: XLA's temporary buffers for one call, from the compiled
 program's memory analysis).
 
-    python benchmarks/step.py [--runs 5] [--case smnist_4_140_crop ...] [--mode fwd train]
+    python benchmarks/step.py [--runs 5] [--case smnist_4_140_crop ...] [--mode fwd train] [--remat]
+
+``--remat`` runs the model with ``remat=True`` (each block's activations recomputed in the
+backward pass): the memory/time trade for the memory targets.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 CASES = ("smnist_4_140_crop", "smnist_4_140_full", "cifar10_4_140_crop", "cifar10_4_140_full")
 
 
-def model_and_batch(case: str):
+def model_and_batch(case: str, remat: bool = False):
   from dnarch_jax.config import learn, model_block, model_config
 
   if case.startswith("smnist"):
@@ -40,10 +43,11 @@ def model_and_batch(case: str):
     block = model_block("4_140", omega_0=4231.57, dropout=0.1, causal=False, kernel_grid=33)
     shape, batch = (32, 32, 3), 64
   learn(block, "kernel")  # CCNN-4,140 as CCNN runs it: FlexConv's learned kernel size
+  block.remat = remat
   return model_config(block.to_dict(), shape, 10), batch
 
 
-def run_case(case: str, mode: str, runs: int) -> dict:
+def run_case(case: str, mode: str, runs: int, remat: bool = False) -> dict:
   import jax
   import jax.numpy as jnp
 
@@ -52,7 +56,7 @@ def run_case(case: str, mode: str, runs: int) -> dict:
   from dnarch_jax.optim import make_optimizer
   from dnarch_jax.steps import LossConfig, arch_cost, create_train_state, make_train_step
 
-  cfg, batch_size = model_and_batch(case)
+  cfg, batch_size = model_and_batch(case, remat)
   arch = initial_arch(cfg, batch_size, crop=case.endswith("crop"))
   variables = init_variables(cfg, jax.random.key(0))
   x = jax.random.normal(jax.random.key(1), (batch_size, *cfg.input_size, cfg.in_channels))
@@ -91,6 +95,7 @@ def run_case(case: str, mode: str, runs: int) -> dict:
   return dict(
     case=case,
     mode=mode,
+    remat=remat,
     median_ms=round(statistics.median(times), 1),
     runs=runs,
     min_ms=round(min(times), 1),
@@ -108,14 +113,18 @@ def main() -> None:
   parser.add_argument("--case", nargs="*", default=list(CASES), choices=CASES)
   parser.add_argument("--mode", nargs="*", default=["fwd", "train"], choices=["fwd", "train"])
   parser.add_argument("--runs", type=int, default=5)
+  parser.add_argument(
+    "--remat", action="store_true", help="recompute block activations in the backward pass"
+  )
   parser.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(run_case(*args.child, args.runs)), flush=True)
+    print(json.dumps(run_case(*args.child, args.runs, args.remat)), flush=True)
     return
   for case in args.case:
     for mode in args.mode:
       cmd = [sys.executable, __file__, "--child", case, mode, "--runs", str(args.runs)]
+      cmd += ["--remat"] if args.remat else []
       out = subprocess.run(cmd, capture_output=True, text=True)
       if out.returncode:
         print(json.dumps(dict(case=case, mode=mode, error=out.stderr.strip()[-2000:])), flush=True)

@@ -66,6 +66,7 @@ class ModelConfig:
   width_bucket: int = 8
   resolution_bucket: int = 2
   conv_route: str = "auto"
+  remat: bool = False  # recompute each block's activations in the backward pass
 
   @property
   def ndim(self) -> int:
@@ -273,6 +274,7 @@ def model_block(
       width_bucket=8,
       resolution_bucket=2,
       conv_route="auto",
+      remat=False,
     )
   )
   model.update(overrides)

@@ -126,7 +126,7 @@ class Block(nn.Module):
   initial_taps: tuple[int, ...]
 
   @nn.compact
-  def __call__(self, x_BxSxC, stream, stream_mask_C, gate, barch: BlockArch, *, train: bool):
+  def __call__(self, x_BxSxC, stream_mask_C, gate, stream: Channels, barch: BlockArch, train: bool):
     cfg = self.cfg
     if cfg.learn_resolution:
       cutoff = self.param(
@@ -197,10 +197,14 @@ class DNArchCCNN(nn.Module):
     h = SlicedBatchNorm(cfg.width, name="stem_norm")(h, stream, train=train)
     h = _masked(nn.gelu(h), stream_mask)
 
+    # Rematerialised blocks keep only their inputs for the backward pass and recompute the rest:
+    # activation memory of one block instead of all of them, for a second forward pass.
+    # static_argnums count self as 0: stream, barch and train are static.
+    block_cls = nn.remat(Block, static_argnums=(4, 5, 6)) if cfg.remat else Block
     for l, barch in enumerate(arch.blocks):
-      block = Block(cfg, init_arch.blocks[l].conv.taps, name=f"block_{l}")
+      block = block_cls(cfg, init_arch.blocks[l].conv.taps, name=f"block_{l}")
       if barch.active or self.is_initializing():
-        h = block(h, stream, stream_mask, gates[l], barch, train=train)
+        h = block(h, stream_mask, gates[l], stream, barch, train)
 
     h = SlicedBatchNorm(cfg.width, name="head_norm")(h, stream, train=train)
     h = _masked(h, stream_mask)
