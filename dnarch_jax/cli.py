@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 
 from dnarch_jax.config import apply_override, load_config
@@ -51,11 +52,15 @@ def _run_summary(args, overrides) -> int:
   """``dnarch summary --workdir``: the architecture a run discovered (its best checkpoint by
   default), with its cost beside the run's budget."""
   from dnarch_jax import budget as budget_lib
+  from dnarch_jax.dnal.config import is_dnal
   from dnarch_jax.export import restore_run
   from dnarch_jax.summary import format_table, summarize
+  from dnarch_jax.train import load_run_config
 
   if overrides:
     raise ValueError(f"summary --workdir takes no --config overrides (got {overrides})")
+  if pathlib.Path(args.workdir).is_dir() and is_dnal(load_run_config(args.workdir)):
+    return _dnal_run_summary(args)
   run = restore_run(args.workdir, args.checkpoint)
   summary = summarize(run.cfg, run.variables, run.arch, run.batch_size, with_xla=not args.no_xla)
   budget_cfg = run.config.budget
@@ -71,6 +76,24 @@ def _run_summary(args, overrides) -> int:
     cost = summary["flops_model" if budget_cfg.metric == "flops" else "params"]
     print(f"budget: {budget:,.0f} {budget_cfg.metric} per example; this architecture uses "
           f"{cost / budget:.1%} of it")  # fmt: skip
+  return 0
+
+
+def _dnal_run_summary(args) -> int:
+  """``dnarch summary --workdir`` of a DNAL run: the network its checkpoint holds (pruned once
+  the architecture stage is over)."""
+  from dnarch_jax.dnal.summary import format_table, summarize
+  from dnarch_jax.dnal.train import restore_run
+
+  trainer, step = restore_run(args.workdir, args.checkpoint)
+  variables = {"params": trainer.state.params, "batch_stats": trainer.state.batch_stats}
+  summary = summarize(trainer.cfg, variables, trainer.arch, with_xla=not args.no_xla)
+  summary.update(step=step, checkpoint=args.checkpoint)
+  if args.json:
+    print(json.dumps(summary))
+  else:
+    print(f"{args.workdir}: {args.checkpoint} checkpoint, step {step}")
+    print(format_table(summary))
   return 0
 
 

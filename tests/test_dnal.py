@@ -301,6 +301,11 @@ def test_cli_trains_evaluates_and_resumes_a_dnal_run(tmp_path, capsys):
   metrics = json.loads(capsys.readouterr().out)
   assert metrics["network"] == "hard" and metrics["step"] == 18
   assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["macs"] > 0 and metrics["params"] > 0
+  # The summary of the workdir is the pruned network eval measured.
+  assert main(["summary", "--workdir", workdir, "--json", "--no-xla"]) == 0
+  summary = json.loads(capsys.readouterr().out)
+  assert summary["pruned"] and summary["step"] == 18 and summary["widths"] == metrics["widths"]
+  assert (summary["macs"], summary["params"]) == (metrics["macs"], metrics["params"])
   # Training again on a finished workdir does nothing more; the report was drawn.
   assert main(["train", "--workdir", workdir]) == 0
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 18

@@ -322,18 +322,27 @@ class DnalTrainer:
     return tqdm(total=self.total_steps, initial=step, desc="dnal", unit="step", dynamic_ncols=True)
 
 
-def evaluate_run(workdir: str | pathlib.Path, split: str = "test", which: str = "best") -> dict:
-  """Metrics of a DNAL run's ``best`` (by validation accuracy in its last stage) or ``latest``
-  checkpoint on ``split``, with the MACs and parameters of the network it holds."""
+def restore_run(workdir: str | pathlib.Path, which: str = "best") -> tuple[DnalTrainer, int]:
+  """A DNAL run's trainer holding its ``best`` (by validation accuracy in its last stage; the
+  latest if none is ranked) or ``latest`` checkpoint and that checkpoint's network, and the step."""
+  if which not in ("best", "latest"):
+    raise ValueError(f"--checkpoint: expected 'best' or 'latest', got {which!r}")
   trainer = DnalTrainer(load_run_config(workdir), workdir)
   ckpt = trainer.checkpointer
   step = ckpt.best_step() if which == "best" else ckpt.latest_step()
   if step is None:
     step = ckpt.latest_step()
   if step is None:
-    raise FileNotFoundError(f"{workdir} holds no checkpoint to evaluate")
+    raise FileNotFoundError(f"{workdir} holds no checkpoint")
   trainer.state, meta, step = ckpt.restore(trainer.state, step)
   trainer.arch = DnalArch.from_dict(meta["arch"])
+  return trainer, step
+
+
+def evaluate_run(workdir: str | pathlib.Path, split: str = "test", which: str = "best") -> dict:
+  """Metrics of a DNAL run's ``best`` or ``latest`` checkpoint (:func:`restore_run`) on
+  ``split``, with the MACs and parameters of the network it holds."""
+  trainer, step = restore_run(workdir, which)
   metrics = trainer.evaluate(split, step)
   mode = gates_lib.mode_after(step, trainer.lengths)[0]
   return dict(
