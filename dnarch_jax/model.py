@@ -197,8 +197,9 @@ class DNArchCCNN(nn.Module):
     h = SlicedBatchNorm(cfg.width, name="stem_norm")(h, stream, train=train)
     h = _masked(nn.gelu(h), stream_mask)
 
-    # Rematerialised blocks keep only their inputs for the backward pass and recompute the rest:
-    # activation memory of one block instead of all of them, for a second forward pass.
+    # Rematerialised blocks keep only their inputs for the backward pass and recompute the rest
+    # in a second forward pass. On sMNIST CCNN-4,140 shapes XLA:CPU's temporaries fell only from
+    # 1801 to 1633 MiB: most of the peak is what one block's backward holds at once.
     # static_argnums count self as 0: stream, barch and train are static.
     block_cls = nn.remat(Block, static_argnums=(4, 5, 6)) if cfg.remat else Block
     for l, barch in enumerate(arch.blocks):
