@@ -27,6 +27,7 @@ import os
 import pathlib
 import platform
 import subprocess
+import sys
 import time
 
 LAMBDAS = ("1e-4", "5e-4", "1e-5", "1e-2")
@@ -67,17 +68,19 @@ def run(name: str, train_args: list[str], out: pathlib.Path, train: bool = True)
   workdir = out / name
   train_log, eval_log = out / f"{name}.train.log", out / f"{name}.eval.log"
   command = ["dnarch", "train", *train_args, "--workdir", str(workdir)]
+  # Run as `python -m dnarch_jax` of this interpreter: the same CLI, found without PATH.
+  cli = [sys.executable, "-m", "dnarch_jax"]
   done = eval_log.exists() and "accuracy" in eval_log.read_text()
   if not done and not train:
     return None
   if not done:
     start = time.time()
-    trained = subprocess.run(command, capture_output=True, text=True)
+    trained = subprocess.run([*cli, *command[1:]], capture_output=True, text=True)
     train_log.write_text(trained.stdout + trained.stderr + f"wall {time.time() - start:.2f}\n")
     if trained.returncode:
       raise RuntimeError(f"{' '.join(command)} failed; see {train_log}")
     evaluated = subprocess.run(
-      ["dnarch", "eval", "--workdir", str(workdir)], capture_output=True, text=True
+      [*cli, "eval", "--workdir", str(workdir)], capture_output=True, text=True
     )
     eval_log.write_text(evaluated.stdout + evaluated.stderr)
   log = train_log.read_text()
@@ -85,7 +88,7 @@ def run(name: str, train_args: list[str], out: pathlib.Path, train: bool = True)
   test = last_json(eval_log.read_text())
   if "widths" not in test:  # a DNArch run: its widths from the discovered architecture
     summary = subprocess.run(
-      ["dnarch", "summary", "--workdir", str(workdir), "--json", "--no-xla"],
+      [*cli, "summary", "--workdir", str(workdir), "--json", "--no-xla"],
       capture_output=True,
       text=True,
     )
@@ -96,6 +99,7 @@ def run(name: str, train_args: list[str], out: pathlib.Path, train: bool = True)
     run=name,
     test=test,
     steps=last_json(log)["step"],
+    batch=json.loads((workdir / "config.json").read_text())["data"]["batch_size"],
     wall_s=wall[-1] if wall else None,
     hardware=f"{os.cpu_count()}-core {platform.machine()} CPU",
     command=" ".join(command),
@@ -132,7 +136,7 @@ def run_all(out: pathlib.Path, train: bool = True) -> list[dict]:
     result = run(*dnarch_run(lam, dnal[lam]["test"]["flops"]), out, train)
     if result is not None:
       shared = [other for other, o in owner.items() if o == lam and other != lam]
-      results.append(dict(result, also_for=shared))
+      results.append(dict(result, budget=dnal[lam]["test"]["flops"], also_for=shared))
   baseline = run(*BASELINE, out, train)
   if baseline is not None:
     results.append(baseline)
@@ -146,13 +150,14 @@ def describe(r: dict) -> tuple[str, str]:
   lam = name.rsplit("_", 1)[1]
   if name.startswith("dnal_"):
     return "DNAL (CNN)", f"lambda_a {lam}"
-  also = "".join(f", ~{other}'s" for other in r.get("also_for", []))
-  return "DNArch widths (CCNN)", f"budget = DNAL {lam}'s FLOPs{also}"
+  also = "".join(f", within 2% of {other}'s" for other in r["also_for"])
+  return "DNArch widths (CCNN)", f"hard budget {r['budget'] / 1e6:.2f} M = DNAL {lam}'s{also}"
 
 
 def markdown_table(results: list[dict]) -> str:
   lines = [
-    "| method | setting | test acc % | MFLOPs/ex | params | widths | steps | wall | hardware |",
+    "| method | setting | test acc % | MFLOPs/ex | params | widths | steps x batch | wall "
+    "| hardware |",
     "|---|---|---|---|---|---|---|---|---|",
   ]
   for r in results:
@@ -164,7 +169,8 @@ def markdown_table(results: list[dict]) -> str:
     wall = "-" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f} min"
     lines.append(
       f"| {method} | {setting} | {100 * test['accuracy']:.2f} | {test['flops'] / 1e6:.2f} "
-      f"| {int(test['params']):,} | {widths} | {r['steps']} | {wall} | {r['hardware']} |"
+      f"| {int(test['params']):,} | {widths} | {r['steps']} x {r['batch']} | {wall} "
+      f"| {r['hardware']} |"
     )
   return "\n".join(lines)
 
@@ -184,8 +190,10 @@ def plot(results: list[dict], path: pathlib.Path) -> None:
     x = [r["test"]["flops"] / 1e6 for r in rows]
     y = [100 * r["test"]["accuracy"] for r in rows]
     ax.plot(x, y, marker=marker, color=color, label=method)
+    prefix = "λ " if method.startswith("DNAL") else "budget of DNAL "
     for r, xi, yi in zip(rows, x, y, strict=True):
-      ax.annotate(r["run"].rsplit("_", 1)[1], (xi, yi), textcoords="offset points", xytext=(4, 4))
+      label = prefix + r["run"].rsplit("_", 1)[1]
+      ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
   for r in results:
     if r["run"] == "dnal_baseline":
       test = r["test"]
@@ -194,7 +202,7 @@ def plot(results: list[dict], path: pathlib.Path) -> None:
   ax.set_ylabel("MNIST test accuracy (%)")
   ax.set_title("DNAL vs DNArch width learning at the same final FLOPs")
   ax.grid(alpha=0.3)
-  ax.legend()
+  ax.legend(loc="lower right")
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=120)
