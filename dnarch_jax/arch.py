@@ -161,9 +161,20 @@ def width_param(cfg: ModelConfig, kind: str) -> str:
   return f"arch_{kind}_{suffix}"
 
 
+# Gate logits start at width_gate_init minus this much times the channel's normalised index.
+GATE_INIT_TIE_BREAK = 0.01
+
+
 def initial_width_param(cfg: ModelConfig, count: int) -> np.ndarray:
+  """The width mask's initial parameter: the cutoff, or one gate logit per channel.
+
+  Gate logits decrease very slightly with the channel index [design]: equal logits would cross
+  the threshold together, so a hard budget's projection at initialisation (which moves every
+  logit towards the smallest network) could only keep all channels or one; with the tie broken
+  it removes the last channels first, as the ordered mask does, and training reorders them.
+  """
   if cfg.width_mask == "scaled_sigmoid_gate":
-    return np.full((count,), cfg.width_gate_init)
+    return cfg.width_gate_init - GATE_INIT_TIE_BREAK * index_coordinates(count)
   return np.asarray(cfg.width_init_cutoff)
 
 

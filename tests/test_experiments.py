@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from dnarch_jax.arch import initial_arch
+from dnarch_jax import budget
+from dnarch_jax.arch import initial_arch, initial_arch_params
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 from dnarch_jax.data import sources
@@ -79,6 +80,12 @@ def test_the_width_variant_learns_widths_alone_under_a_hard_budget(width_mask):
   arch = initial_arch(cfg, config.data.batch_size)  # starts at the maximal widths
   assert (arch.stream_width, arch.blocks[0].hidden_width) == (48, 96)
   assert all(b.conv.taps == (5, 5) and b.resolution == (28, 28) for b in arch.blocks)
+  # The hard budget's first projection keeps a real network under it, gates included (their
+  # initial logits break ties, so they do not all cross the threshold together).
+  value = 0.55 * budget.maximal_cost(initial_arch_params(cfg), cfg, 64, "flops")
+  _, fitted = budget.project_to_budget(initial_arch_params(cfg), cfg, value, 64, "flops")
+  assert 0.9 * value < budget.arch_cost(fitted, cfg, 64, "flops") <= value
+  assert 24 <= fitted.stream_width < 48 and all(48 <= b.hidden_width < 96 for b in fitted.blocks)
 
 
 def test_configs_carry_ccnn_hyperparameters():
