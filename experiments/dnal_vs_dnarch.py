@@ -4,8 +4,9 @@ For each lambda_a in {1e-4, 5e-4, 1e-5, 1e-2}: DNAL on ``experiments/dnal_mnist.
 its stages shortened to fit a 2-core CPU (1 epoch of weights, 0.5 of gates, 0.5 of fine-tuning,
 batch 128: 860 steps). Then DNArch learning widths alone (``experiments/mnist.py:width``, 860
 steps of batch 64) under a hard budget equal to a DNAL run's final FLOPs, once per distinct
-FLOPs (DNAL runs within 2% of each other share the run at the smaller budget). Last, the
-unpruned CNN trained for as many steps as DNAL's three stages (2 epochs). Every run is the plain command line
+FLOPs (DNAL runs within 2% of each other share the run at the smaller budget). Then the
+unpruned CNN trained for as many steps as DNAL's three stages (2 epochs). Last, DNArch's width
+learning with DNAL's scaled sigmoid gates in place of its ordered masks, at DNAL 5e-4's budget. Every run is the plain command line
 (``dnarch train``, then ``dnarch eval`` on the 10,000 test images); its output goes to
 ``OUT/<run>.train.log`` (ending with the wall time) and ``OUT/<run>.eval.log``. A run whose logs
 are complete is not run again, so the script resumes where it stopped.
@@ -44,9 +45,16 @@ def dnal_run(lam: str) -> tuple[str, list[str]]:
   return f"dnal_lambda_{lam}", ["--config", config, *DNAL_STAGES, QUIET]
 
 
-def dnarch_run(lam: str, budget_flops: float) -> tuple[str, list[str]]:
+def dnarch_run(lam: str, budget_flops: float, gates: bool = False) -> tuple[str, list[str]]:
   overrides = [f"--config.budget.value={budget_flops:.1f}", QUIET]
-  return f"dnarch_width_at_{lam}", ["--config", "experiments/mnist.py:width", *overrides]
+  if gates:
+    overrides.insert(0, "--config.model.width_mask=scaled_sigmoid_gate")
+  name = f"dnarch_{'gate_' if gates else ''}width_at_{lam}"
+  return name, ["--config", "experiments/mnist.py:width", *overrides]
+
+
+# DNAL's gate in place of DNArch's ordered mask in the CCNN, at this DNAL run's budget.
+GATES_AT = "5e-4"
 
 
 BASELINE = (
@@ -140,6 +148,11 @@ def run_all(out: pathlib.Path, train: bool = True) -> list[dict]:
   baseline = run(*BASELINE, out, train)
   if baseline is not None:
     results.append(baseline)
+  if GATES_AT in dnal:
+    budget = dnal[GATES_AT]["test"]["flops"]
+    result = run(*dnarch_run(GATES_AT, budget, gates=True), out, train)
+    if result is not None:
+      results.append(dict(result, budget=budget, also_for=[]))
   return results
 
 
@@ -150,6 +163,11 @@ def describe(r: dict) -> tuple[str, str]:
   lam = name.rsplit("_", 1)[1]
   if name.startswith("dnal_"):
     return "DNAL (CNN)", f"lambda_a {lam}"
+  if name.startswith("dnarch_gate_"):
+    return (
+      "DNArch widths, DNAL's gates (CCNN)",
+      f"hard budget {r['budget'] / 1e6:.2f} M = DNAL {lam}'s",
+    )
   also = "".join(f", within 2% of {other}'s" for other in r["also_for"])
   return "DNArch widths (CCNN)", f"hard budget {r['budget'] / 1e6:.2f} M = DNAL {lam}'s{also}"
 
@@ -182,7 +200,11 @@ def plot(results: list[dict], path: pathlib.Path) -> None:
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  series = {"DNAL (CNN)": ("o", "tab:blue"), "DNArch widths (CCNN)": ("s", "tab:orange")}
+  series = {
+    "DNAL (CNN)": ("o", "tab:blue"),
+    "DNArch widths (CCNN)": ("s", "tab:orange"),
+    "DNArch widths, DNAL's gates (CCNN)": ("^", "tab:green"),
+  }
   for method, (marker, color) in series.items():
     rows = sorted(
       (r for r in results if describe(r)[0] == method), key=lambda r: r["test"]["flops"]
@@ -190,7 +212,7 @@ def plot(results: list[dict], path: pathlib.Path) -> None:
     x = [r["test"]["flops"] / 1e6 for r in rows]
     y = [100 * r["test"]["accuracy"] for r in rows]
     ax.plot(x, y, marker=marker, color=color, label=method)
-    prefix = "λ " if method.startswith("DNAL") else "budget of DNAL "
+    prefix = "λ " if method.startswith("DNAL ") else "budget of DNAL "
     for r, xi, yi in zip(rows, x, y, strict=True):
       label = prefix + r["run"].rsplit("_", 1)[1]
       ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
