@@ -4,7 +4,8 @@
 mode also guarantees that no ``Arch`` the trainer computes exceeds the budget: at every
 architecture refresh the mask parameters are projected, if needed, onto the largest
 architecture on the segment towards the smallest one that fits (bisection; every size is
-monotone in every mask parameter, so the cost is monotone along the segment) [design].
+monotone in every mask parameter, so the cost is monotone along the segment) [design]. Per-channel
+gates follow a path of their own: the weakest channels are dropped first, the others untouched.
 """
 
 from __future__ import annotations
@@ -34,12 +35,30 @@ def extreme_params(params, largest: bool):
   def extreme(path, leaf):
     if not is_arch_param(path):
       return leaf
-    name = str(getattr(path[-1], "key", path[-1]))
+    name = _name(path)
     if name == "arch_sigma":
       return jnp.full_like(leaf, 100.0 if largest else 1e-4)
     return jnp.full_like(leaf, 100.0 if largest else -100.0)
 
   return jax.tree_util.tree_map_with_path(extreme, params)
+
+
+def _name(path) -> str:
+  return str(getattr(path[-1], "key", path[-1]))
+
+
+def _keep_largest(s, low, fraction: float):
+  """Gate logits ``s`` with all but the largest ``ceil(fraction * n)`` set to ``low``.
+
+  The projection's path for per-channel gates: moving every logit towards ``low`` together
+  would leave the kept channels' gates just above the threshold (a network scaled down to a
+  tenth); dropping the weakest channels outright leaves the kept ones as they were.
+  """
+  keep = int(np.ceil(fraction * s.size))
+  order = np.argsort(-s, kind="stable")[:keep]
+  out = np.array(low, s.dtype)
+  out[order] = s[order]
+  return out
 
 
 def maximal_cost(params, cfg: ModelConfig, batch_size: int, metric: str) -> float:
@@ -89,8 +108,15 @@ def project_to_budget(
     return params, arch
   host = jax.device_get(params)
   low = extreme_params(host, largest=False)
-  mix = lambda t: jax.tree_util.tree_map(
-    lambda a, b: np.asarray(a + t * (np.asarray(b) - a), np.asarray(b).dtype), low, host
+
+  def towards_low(path, a, b, t):
+    b = np.asarray(b)
+    if _name(path).endswith("_gate"):
+      return _keep_largest(b, np.asarray(a), t)
+    return np.asarray(a + t * (b - a), b.dtype)
+
+  mix = lambda t: jax.tree_util.tree_map_with_path(
+    lambda p, a, b: towards_low(p, a, b, t), low, host
   )
   lo, hi = 0.0, 1.0  # cost(mix(lo)) fits; cost(mix(hi)) does not
   for _ in range(iterations):

@@ -82,10 +82,15 @@ def test_the_width_variant_learns_widths_alone_under_a_hard_budget(width_mask):
   assert all(b.conv.taps == (5, 5) and b.resolution == (28, 28) for b in arch.blocks)
   # The hard budget's first projection keeps a real network under it, gates included (their
   # initial logits break ties, so they do not all cross the threshold together).
-  value = 0.55 * budget.maximal_cost(initial_arch_params(cfg), cfg, 64, "flops")
-  _, fitted = budget.project_to_budget(initial_arch_params(cfg), cfg, value, 64, "flops")
+  start = initial_arch_params(cfg)
+  value = 0.55 * budget.maximal_cost(start, cfg, 64, "flops")
+  projected, fitted = budget.project_to_budget(start, cfg, value, 64, "flops")
   assert 0.9 * value < budget.arch_cost(fitted, cfg, 64, "flops") <= value
   assert 24 <= fitted.stream_width < 48 and all(48 <= b.hidden_width < 96 for b in fitted.blocks)
+  if width_mask == "scaled_sigmoid_gate":  # the kept channels' gates are left as they were
+    kept = list(fitted.stream_channels)
+    got = np.asarray(projected["arch_stream_gate"])[kept]
+    np.testing.assert_allclose(got, start["arch_stream_gate"][kept], rtol=1e-6)  # float32
 
 
 def test_configs_carry_ccnn_hyperparameters():
