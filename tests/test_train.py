@@ -67,11 +67,21 @@ def test_eight_devices_equal_one_device(tmp_path):
     trainer.run()
     results[n] = (trainer.state.params, train_metrics(tmp_path / str(n))[-1]["loss"])
   np.testing.assert_allclose(results[8][1], results[1][1], rtol=1e-5)
-  # Reductions over a sharded batch add in another order: equal to rounding, leaf by leaf.
+  # Reductions over a sharded batch add in another order: equal to rounding, leaf by leaf. Adam
+  # divides each gradient by its own RMS, so an element whose gradient cancels down to rounding
+  # size (measured: the stem mixer's last column, gradient RMS 1.2e-6 against 6e-6 to 1.4e-5 in
+  # the others, 0.2% apart between the two orders) moves by that fraction of a step more or less:
+  # allow 1e-3 of the largest total travel, peak lr x steps. A sharding fault (a shard dropped or
+  # counted twice) changes gradients by O(1) and parameters by O(lr) a step, 1000x more.
+  optim = trainer.config.optim
+  adam_rounding = (
+    1e-3 * 5 * max(optim.lr, optim.lr * optim.arch_lr_factor, optim.get("arch_lr") or 0.0)
+  )
   flat8 = jax.tree_util.tree_flatten_with_path(results[8][0])[0]
   for (path, a), b in zip(flat8, jax.tree_util.tree_leaves(results[1][0]), strict=True):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    assert np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1e-3), jax.tree_util.keystr(path)
+    bound = 1e-5 * max(np.linalg.norm(b), 1e-3) + adam_rounding
+    assert np.linalg.norm(a - b) <= bound, jax.tree_util.keystr(path)
 
 
 @pytest.mark.parametrize("frozen", ["arch", "weights"])
