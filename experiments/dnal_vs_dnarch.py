@@ -213,8 +213,12 @@ def plot(results: list[dict], path: pathlib.Path) -> None:
     y = [100 * r["test"]["accuracy"] for r in rows]
     ax.plot(x, y, marker=marker, color=color, label=method)
     prefix = "λ " if method.startswith("DNAL ") else "budget of DNAL "
+    # Runs that ended at the same point (lambdas that pruned the same channels) share one label.
+    labels: dict[tuple[float, float], list[str]] = {}
     for r, xi, yi in zip(rows, x, y, strict=True):
-      label = prefix + r["run"].rsplit("_", 1)[1]
+      labels.setdefault((xi, yi), []).append(r["run"].rsplit("_", 1)[1])
+    for (xi, yi), names in labels.items():
+      label = prefix + ", ".join(names)
       ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
   for r in results:
     if r["run"] == "dnal_baseline":
@@ -224,7 +228,7 @@ def plot(results: list[dict], path: pathlib.Path) -> None:
   ax.set_ylabel("MNIST test accuracy (%)")
   ax.set_title("DNAL vs DNArch width learning at the same final FLOPs")
   ax.grid(alpha=0.3)
-  ax.legend(loc="lower right")
+  ax.legend(loc="upper left", fontsize=8)
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=120)
