@@ -47,14 +47,16 @@ def model_and_batch(case: str, remat: bool = False):
   return model_config(block.to_dict(), shape, 10), batch
 
 
-def run_case(case: str, mode: str, runs: int, remat: bool = False) -> dict:
+def build(case: str, mode: str, remat: bool = False):
+  """``(call, lowered, arch, cfg, batch_size)`` for one case: ``call()`` runs one forward pass
+  (``fwd``) or one training step (``train``, updating its own state) and waits for it."""
   import jax
   import jax.numpy as jnp
 
   from dnarch_jax.arch import initial_arch
   from dnarch_jax.model import DNArchCCNN, init_variables
   from dnarch_jax.optim import make_optimizer
-  from dnarch_jax.steps import LossConfig, arch_cost, create_train_state, make_train_step
+  from dnarch_jax.steps import LossConfig, create_train_state, make_train_step
 
   cfg, batch_size = model_and_batch(case, remat)
   arch = initial_arch(cfg, batch_size, crop=case.endswith("crop"))
@@ -65,21 +67,27 @@ def run_case(case: str, mode: str, runs: int, remat: bool = False) -> dict:
     model = DNArchCCNN(cfg)
     fn = jax.jit(lambda v, x: model.apply(v, x, arch, train=False))
     call = lambda: fn(variables, x).block_until_ready()
-    lowered = fn.lower(variables, x)
-  else:
-    optim = dict(lr=0.01, weight_decay=1e-6, warmup_epochs=1.0, arch_lr_factor=1.0)
-    optim["l2_regulariser"] = True
-    tx = make_optimizer(optim, variables["params"], total_steps=1000, steps_per_epoch=100)
-    step = make_train_step(cfg, tx, LossConfig(l2_weight=1e-6, cost_batch_size=batch_size))
-    holder = {"state": create_train_state(variables, tx, jax.random.key(2))}
-    batch = {"input": x, "label": y}
+    return call, fn.lower(variables, x), arch, cfg, batch_size
+  optim = dict(lr=0.01, weight_decay=1e-6, warmup_epochs=1.0, arch_lr_factor=1.0)
+  optim["l2_regulariser"] = True
+  tx = make_optimizer(optim, variables["params"], total_steps=1000, steps_per_epoch=100)
+  step = make_train_step(cfg, tx, LossConfig(l2_weight=1e-6, cost_batch_size=batch_size))
+  holder = {"state": create_train_state(variables, tx, jax.random.key(2))}
+  batch = {"input": x, "label": y}
 
-    def call():
-      holder["state"], metrics = step(holder["state"], batch, arch)
-      jax.block_until_ready(metrics)
+  def call():
+    holder["state"], metrics = step(holder["state"], batch, arch)
+    jax.block_until_ready(metrics)
 
-    lowered = step.lower(holder["state"], batch, arch)
+  return call, step.lower(holder["state"], batch, arch), arch, cfg, batch_size
 
+
+def run_case(case: str, mode: str, runs: int, remat: bool = False) -> dict:
+  import jax
+
+  from dnarch_jax.steps import arch_cost
+
+  call, lowered, arch, cfg, batch_size = build(case, mode, remat)
   call()  # compile
   call()  # warm
   times = []
