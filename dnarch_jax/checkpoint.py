@@ -21,6 +21,7 @@ inside array data are *not* detected: OCDBT checksums its index, not the array c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import operator
@@ -83,7 +84,8 @@ class Checkpointer:
     A step that is already saved is left alone (returns False), so a SIGTERM handler may call
     ``save(step, ..., force=True)`` right after a periodic save of the same step. Without
     ``force``, steps not after the latest saved one are refused, as Orbax does. ``metrics``
-    (scalars, must include ``best_metric`` when given) rank the checkpoint for ``keep_best``.
+    (scalars, must include ``best_metric`` when given) rank the checkpoint for ``keep_best``;
+    without them it competes for the latest slots only (Orbax's warning about that is dropped).
     """
     step = int(step)
     _check_json(meta)
@@ -94,14 +96,15 @@ class Checkpointer:
         "Checkpoint for step %d already exists in %s; not saving again.", step, self.directory
       )
       return False
-    return self._manager.save(
-      step,
-      args=ocp.args.Composite(
-        **{STATE_ITEM: ocp.args.StandardSave(state), META_ITEM: ocp.args.JsonSave(meta)}
-      ),
-      metrics=recorded_metrics,
-      force=force,
-    )
+    with _unranked_save_quiet():
+      return self._manager.save(
+        step,
+        args=ocp.args.Composite(
+          **{STATE_ITEM: ocp.args.StandardSave(state), META_ITEM: ocp.args.JsonSave(meta)}
+        ),
+        metrics=recorded_metrics,
+        force=force,
+      )
 
   def _metrics_to_record(self, metrics: dict | None) -> dict | None:
     """Plain floats (JSON-friendly, also from JAX scalars); the ranking metric must be present,
@@ -240,6 +243,25 @@ def _absolute(directory: str | os.PathLike) -> str:
   """TensorStore needs absolute local paths; URLs (``gs://...``) pass through."""
   path = os.fspath(directory)
   return path if "://" in path else os.path.abspath(path)
+
+
+class _DropUnrankedSaveWarning(logging.Filter):
+  """Orbax warns on every save without metrics once ``best_fn`` is set; ours are deliberate
+  (a SIGTERM save, a DNAL stage whose checkpoints do not rank), documented in ``save``."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "did not provide metrics" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _unranked_save_quiet():
+  """That one Orbax warning dropped for the duration of a save, nothing else."""
+  absl_logger, drop = logging.getLogger("absl"), _DropUnrankedSaveWarning()
+  absl_logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(drop)
 
 
 def _manager_options(
