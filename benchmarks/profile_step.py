@@ -10,8 +10,11 @@ JSON), and sums the time of every executed HLO op per step, grouped two ways:
   ``head``; anything else, loss and optimizer included, is ``other``), forward or backward.
 
 Op times are wall times on the runtime's threads, so with ops running side by side they add up to
-more than the step. Prints one JSON line for the step (``case``, ``mode``, ``step_ms``,
-``op_ms``), then one per group (``group``, ``name``, ``ms``, ``count``, ``share`` of ``op_ms``).
+more than the step; ops that run asynchronously (XLA:CPU's plain ``dot`` thunks) record almost
+nothing, and their time hides inside the others'.
+
+Prints one JSON line for the step (``case``, ``mode``, ``step_ms``, ``op_ms``), then one per group
+(``group``, ``name``, ``ms``, ``count``, ``share`` of ``op_ms``).
 
     python benchmarks/profile_step.py [--case smnist_4_140_crop] [--mode train] [--steps 3]
 """
