@@ -245,23 +245,21 @@ def _absolute(directory: str | os.PathLike) -> str:
   return path if "://" in path else os.path.abspath(path)
 
 
-class _DropUnrankedSaveWarning(logging.Filter):
+def _not_unranked_save_warning(record: logging.LogRecord) -> bool:
   """Orbax warns on every save without metrics once ``best_fn`` is set; ours are deliberate
   (a SIGTERM save, a DNAL stage whose checkpoints do not rank), documented in ``save``."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return "did not provide metrics" not in record.getMessage()
+  return "did not provide metrics" not in record.getMessage()
 
 
 @contextlib.contextmanager
 def _unranked_save_quiet():
   """That one Orbax warning dropped for the duration of a save, nothing else."""
-  absl_logger, drop = logging.getLogger("absl"), _DropUnrankedSaveWarning()
-  absl_logger.addFilter(drop)
+  absl_logger = logging.getLogger("absl")
+  absl_logger.addFilter(_not_unranked_save_warning)
   try:
     yield
   finally:
-    absl_logger.removeFilter(drop)
+    absl_logger.removeFilter(_not_unranked_save_warning)
 
 
 def _manager_options(

@@ -59,10 +59,12 @@ def test_stop_and_resume_is_bit_identical(tmp_path):
 
 def test_eight_devices_equal_one_device(tmp_path):
   assert jax.device_count() == 8
-  results = {}
+  results, steps = {}, 5
   for n in (8, 1):
     trainer = Trainer(
-      smoke_config("total_steps=5", "log_every=5"), tmp_path / str(n), jax.devices()[:n]
+      smoke_config(f"total_steps={steps}", f"log_every={steps}"),
+      tmp_path / str(n),
+      jax.devices()[:n],
     )
     trainer.run()
     results[n] = (trainer.state.params, train_metrics(tmp_path / str(n))[-1]["loss"])
@@ -75,7 +77,7 @@ def test_eight_devices_equal_one_device(tmp_path):
   # counted twice) changes gradients by O(1) and parameters by O(lr) a step, 1000x more.
   optim = trainer.config.optim
   adam_rounding = (
-    1e-3 * 5 * max(optim.lr, optim.lr * optim.arch_lr_factor, optim.get("arch_lr") or 0.0)
+    1e-3 * steps * max(optim.lr, optim.lr * optim.arch_lr_factor, optim.get("arch_lr") or 0.0)
   )
   flat8 = jax.tree_util.tree_flatten_with_path(results[8][0])[0]
   for (path, a), b in zip(flat8, jax.tree_util.tree_leaves(results[1][0]), strict=True):
