@@ -73,8 +73,8 @@ def main() -> None:
 
   import jax
 
-  call, lowered, *_ = build(args.case, args.mode)
-  where = scopes(lowered.compile().as_text())
+  call, lower, *_ = build(args.case, args.mode)
+  where = scopes(lower().compile().as_text())
   call()  # compile
   call()  # warm
   with tempfile.TemporaryDirectory() as tmp:

@@ -11,10 +11,11 @@ included) belongs to that case alone. Prints one JSON object per line:
 "routes", "device"}`` (``xla_temp_mib``: XLA's temporary buffers for one call, from the compiled
 program's memory analysis).
 
-    python benchmarks/step.py [--runs 5] [--case smnist_4_140_crop ...] [--mode fwd train] [--remat]
+    python benchmarks/step.py [--runs 5] [--case smnist_4_140_crop ...] [--mode fwd train]
+                              [--no-remat]
 
-``--remat`` runs the model with ``remat=True`` (each block's activations recomputed in the
-backward pass): the memory/time trade for the memory targets.
+``--no-remat`` runs the model with ``remat=False``: every activation kept for the backward pass
+instead of the default's recomputation of the elementwise ones (``ModelConfig.remat``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 CASES = ("smnist_4_140_crop", "smnist_4_140_full", "cifar10_4_140_crop", "cifar10_4_140_full")
 
 
-def model_and_batch(case: str, remat: bool = False):
+def model_and_batch(case: str, remat: bool = True):
   from dnarch_jax.config import learn, model_block, model_config
 
   if case.startswith("smnist"):
@@ -47,9 +48,10 @@ def model_and_batch(case: str, remat: bool = False):
   return model_config(block.to_dict(), shape, 10), batch
 
 
-def build(case: str, mode: str, remat: bool = False):
-  """``(call, lowered, arch, cfg, batch_size)`` for one case: ``call()`` runs one forward pass
-  (``fwd``) or one training step (``train``, updating its own state) and waits for it."""
+def build(case: str, mode: str, remat: bool = True):
+  """``(call, lower, arch, cfg, batch_size)`` for one case: ``call()`` runs one forward pass
+  (``fwd``) or one training step (``train``, updating its own state) and waits for it;
+  ``lower()`` lowers the same computation (not held in memory while the case runs)."""
   import jax
   import jax.numpy as jnp
 
@@ -67,7 +69,7 @@ def build(case: str, mode: str, remat: bool = False):
     model = DNArchCCNN(cfg)
     fn = jax.jit(lambda v, x: model.apply(v, x, arch, train=False))
     call = lambda: fn(variables, x).block_until_ready()
-    return call, fn.lower(variables, x), arch, cfg, batch_size
+    return call, lambda: fn.lower(variables, x), arch, cfg, batch_size
   optim = dict(lr=0.01, weight_decay=1e-6, warmup_epochs=1.0, arch_lr_factor=1.0)
   optim["l2_regulariser"] = True
   tx = make_optimizer(optim, variables["params"], total_steps=1000, steps_per_epoch=100)
@@ -79,15 +81,15 @@ def build(case: str, mode: str, remat: bool = False):
     holder["state"], metrics = step(holder["state"], batch, arch)
     jax.block_until_ready(metrics)
 
-  return call, step.lower(holder["state"], batch, arch), arch, cfg, batch_size
+  return call, lambda: step.lower(holder["state"], batch, arch), arch, cfg, batch_size
 
 
-def run_case(case: str, mode: str, runs: int, remat: bool = False) -> dict:
+def run_case(case: str, mode: str, runs: int, remat: bool = True) -> dict:
   import jax
 
   from dnarch_jax.steps import arch_cost
 
-  call, lowered, arch, cfg, batch_size = build(case, mode, remat)
+  call, lower, arch, cfg, batch_size = build(case, mode, remat)
   call()  # compile
   call()  # warm
   times = []
@@ -98,7 +100,7 @@ def run_case(case: str, mode: str, runs: int, remat: bool = False) -> dict:
   peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   # XLA's own buffers for one call (temporaries: activations kept for the backward pass etc.),
   # beside the process's resident peak, which adds the runtime, the compiler and the allocator.
-  memory = lowered.compile().memory_analysis()
+  memory = lower().compile().memory_analysis()
   routes = [arch.stem.route] + [b.conv.route for b in arch.blocks]
   return dict(
     case=case,
@@ -122,7 +124,7 @@ def main() -> None:
   parser.add_argument("--mode", nargs="*", default=["fwd", "train"], choices=["fwd", "train"])
   parser.add_argument("--runs", type=int, default=5)
   parser.add_argument(
-    "--remat", action="store_true", help="recompute block activations in the backward pass"
+    "--no-remat", dest="remat", action="store_false", help="keep every activation for backward"
   )
   parser.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -132,7 +134,7 @@ def main() -> None:
   for case in args.case:
     for mode in args.mode:
       cmd = [sys.executable, __file__, "--child", case, mode, "--runs", str(args.runs)]
-      cmd += ["--remat"] if args.remat else []
+      cmd += [] if args.remat else ["--no-remat"]
       out = subprocess.run(cmd, capture_output=True, text=True)
       if out.returncode:
         print(json.dumps(dict(case=case, mode=mode, error=out.stderr.strip()[-2000:])), flush=True)

@@ -66,7 +66,10 @@ class ModelConfig:
   width_bucket: int = 8
   resolution_bucket: int = 2
   conv_route: str = "auto"
-  remat: bool = False  # recompute each block's activations in the backward pass
+  # Keep only each block's input, conv and dense outputs for the backward pass and recompute the
+  # norms, activations, masks and dropout (model.REMAT_POLICY): about half the memory of keeping
+  # everything, and no slower on XLA:CPU (benchmarks/results/README.md).
+  remat: bool = True
 
   @property
   def ndim(self) -> int:
@@ -274,7 +277,7 @@ def model_block(
       width_bucket=8,
       resolution_bucket=2,
       conv_route="auto",
-      remat=False,
+      remat=True,
     )
   )
   model.update(overrides)

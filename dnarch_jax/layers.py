@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from dnarch_jax import conv, grids, masks
 from dnarch_jax.channels import Channels, index, select
@@ -62,8 +63,9 @@ class SlicedBatchNorm(nn.Module):
     ra_var = self.variable("batch_stats", "var", jnp.ones, (self.features,))
     if train:
       axes = tuple(range(x.ndim - 1))
-      mean = jnp.mean(x, axis=axes)
-      var = jnp.mean(jnp.square(x - mean), axis=axes)
+      # Named so a rematerialised network keeps these [C] statistics instead of re-reducing x.
+      mean = checkpoint_name(jnp.mean(x, axis=axes), "norm_stats")
+      var = checkpoint_name(jnp.mean(jnp.square(x - mean), axis=axes), "norm_stats")
       if not self.is_initializing():
         m, at = self.momentum, index(channels)
         ra_mean.value = ra_mean.value.at[at].set(m * ra_mean.value[at] + (1 - m) * mean)

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from dnarch_jax import masks, spectral
 from dnarch_jax.arch import (
@@ -142,18 +143,41 @@ class Block(nn.Module):
     h = SlicedBatchNorm(cfg.width, name="norm")(x_BxSxC, stream, train=train)
     h = _masked(h, stream_mask_C)
     conv = _conv(cfg, cfg.width, self.initial_taps, "conv")
-    h = conv(h, barch.conv.taps, barch.conv.route, in_channels=stream)
+    h = checkpoint_name(conv(h, barch.conv.taps, barch.conv.route, in_channels=stream), "conv")
     h = SlicedDense(cfg.width, cfg.hidden_width, _kaiming_normal, name="mixer")(h, hidden, stream)
-    h = nn.gelu(h)
+    h = nn.gelu(checkpoint_name(h, "mixer"))
     if cfg.learn_width:
       h = h * width_mask(self, "hidden", cfg.hidden_width, hidden, cfg)
     if train and cfg.dropout > 0:
       h = channel_dropout(h, cfg.dropout, self.make_rng("dropout"), cfg.hidden_width, hidden)
     h = SlicedDense(cfg.hidden_width, cfg.width, _kaiming_normal, name="linear")(h, stream, hidden)
-    h = _masked(nn.gelu(h), stream_mask_C)
+    h = _masked(nn.gelu(checkpoint_name(h, "linear")), stream_mask_C)
     if gate is not None:
       h = h * gate
     return x_BxSxC + h
+
+
+# What the rematerialised stem, blocks and head keep for the backward pass (``ModelConfig.remat``,
+# besides their inputs): the outputs of the convolutions and dense layers, which cost matrix
+# products or convolutions to recompute, and the BatchNorm statistics. Everything elementwise
+# (norms, GELU, masks, dropout) is recomputed inside the backward pass's own fusions.
+REMAT_POLICY = jax.checkpoint_policies.save_only_these_names(
+  "conv", "mixer", "linear", "norm_stats"
+)
+
+
+def compiler_options(cfg: ModelConfig) -> dict[str, str] | None:
+  """XLA options for jitting a gradient of the model: pass them as ``jax.jit(...,
+  compiler_options=compiler_options(cfg))``.
+
+  XLA:CPU strips the optimization barriers ``jax.checkpoint`` puts around the recomputation
+  (``cse_barrier_expander``), after which common-subexpression elimination merges it back into
+  the forward pass and remat keeps everything again (temporaries of a sMNIST CCNN-4,140 step:
+  1763 MiB either way); with the pass off they fall to 922 MiB.
+  """
+  if cfg.remat and jax.default_backend() == "cpu":
+    return {"xla_disable_hlo_passes": "cse_barrier_expander"}
+  return None
 
 
 def _masked(x, mask):
@@ -188,33 +212,52 @@ class DNArchCCNN(nn.Module):
     if train and cfg.input_dropout > 0:
       keep = jax.random.bernoulli(self.make_rng("dropout"), 1 - cfg.input_dropout, x.shape)
       x = jnp.where(keep, x / (1 - cfg.input_dropout), 0.0)
-    # BatchNorm follows the stem's conv and mixer, so biases there would be no-ops whose exactly
-    # zero gradient Adam turns into rounding-noise steps (CCNN has them; we leave them out).
-    stem_conv = _conv(cfg, cfg.in_channels, init_arch.stem.taps, "stem_conv", use_bias=False)
-    h = stem_conv(x, arch.stem.taps, arch.stem.route)
-    stem_mixer = SlicedDense(cfg.in_channels, cfg.width, _kaiming_normal, False, name="stem_mixer")
-    h = stem_mixer(h, stream)
-    h = SlicedBatchNorm(cfg.width, name="stem_norm")(h, stream, train=train)
-    h = _masked(nn.gelu(h), stream_mask)
+    stem, head = (_stem, _head)
+    if cfg.remat:  # static_argnums count the module as 0
+      stem = nn.remat(_stem, static_argnums=(2, 3, 5), policy=REMAT_POLICY)
+      head = nn.remat(_head, static_argnums=(2, 4), policy=REMAT_POLICY)
+    h = stem(self, x, arch, init_arch, stream_mask, train)
 
-    # Rematerialised blocks keep only their inputs for the backward pass and recompute the rest
-    # in a second forward pass. On sMNIST CCNN-4,140 shapes XLA:CPU's temporaries fell only from
-    # 1801 to 1633 MiB: most of the peak is what one block's backward holds at once.
+    # Each block is its own remat region, so its backward pass recomputes only its own
+    # activations (one region around the whole network kept 60% more on sMNIST).
     # static_argnums count self as 0: stream, barch and train are static.
-    block_cls = nn.remat(Block, static_argnums=(4, 5, 6)) if cfg.remat else Block
+    block_cls = Block
+    if cfg.remat:
+      block_cls = nn.remat(Block, static_argnums=(4, 5, 6), policy=REMAT_POLICY)
     for l, barch in enumerate(arch.blocks):
       block = block_cls(cfg, init_arch.blocks[l].conv.taps, name=f"block_{l}")
       if barch.active or self.is_initializing():
         h = block(h, stream_mask, gates[l], stream, barch, train)
 
-    h = SlicedBatchNorm(cfg.width, name="head_norm")(h, stream, train=train)
-    h = _masked(h, stream_mask)
-    head = SlicedDense(cfg.width, cfg.num_classes, name="head")
-    if cfg.head == "dense":
-      if tuple(h.shape[1:-1]) != tuple(cfg.input_size):
-        h = spectral.spectral_resample(h, cfg.input_size)
-      return head(h, in_channels=stream)
-    return head(jnp.mean(h, axis=tuple(range(1, h.ndim - 1))), in_channels=stream)
+    return head(self, h, stream, stream_mask, train)
+
+
+@nn.compact
+def _stem(model: DNArchCCNN, x, arch: Arch, init_arch: Arch, stream_mask, train: bool):
+  """Stem of ``DNArchCCNN``: continuous conv, mixer to the stream width, BatchNorm, GELU."""
+  cfg = model.cfg
+  # BatchNorm follows the stem's conv and mixer, so biases there would be no-ops whose exactly
+  # zero gradient Adam turns into rounding-noise steps (CCNN has them; we leave them out).
+  stem_conv = _conv(cfg, cfg.in_channels, init_arch.stem.taps, "stem_conv", use_bias=False)
+  h = checkpoint_name(stem_conv(x, arch.stem.taps, arch.stem.route), "conv")
+  stem_mixer = SlicedDense(cfg.in_channels, cfg.width, _kaiming_normal, False, name="stem_mixer")
+  h = stem_mixer(h, arch.stream)
+  h = SlicedBatchNorm(cfg.width, name="stem_norm")(h, arch.stream, train=train)
+  return _masked(nn.gelu(h), stream_mask)
+
+
+@nn.compact
+def _head(model: DNArchCCNN, h, stream: Channels, stream_mask, train: bool):
+  """Head of ``DNArchCCNN``: BatchNorm, then a per-position or pooled linear classifier."""
+  cfg = model.cfg
+  h = SlicedBatchNorm(cfg.width, name="head_norm")(h, stream, train=train)
+  h = _masked(h, stream_mask)
+  head = SlicedDense(cfg.width, cfg.num_classes, name="head")
+  if cfg.head == "dense":
+    if tuple(h.shape[1:-1]) != tuple(cfg.input_size):
+      h = spectral.spectral_resample(h, cfg.input_size)
+    return head(h, in_channels=stream)
+  return head(jnp.mean(h, axis=tuple(range(1, h.ndim - 1))), in_channels=stream)
 
 
 def init_variables(cfg: ModelConfig, rng, batch_size: int = 2):

@@ -21,7 +21,7 @@ import optax
 from dnarch_jax import cost
 from dnarch_jax.arch import Arch, arch_sizes, soft_sizes
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.model import DNArchCCNN
+from dnarch_jax.model import DNArchCCNN, compiler_options
 from dnarch_jax.optim import l2_norm_regulariser
 
 
@@ -151,7 +151,7 @@ def make_train_step(
     )
     return new_state, metrics
 
-  return jax.jit(step, static_argnums=2, donate_argnums=0)
+  return jax.jit(step, static_argnums=2, donate_argnums=0, compiler_options=compiler_options(cfg))
 
 
 def make_eval_step(cfg: ModelConfig) -> Callable[[TrainState, dict, Arch], dict]:

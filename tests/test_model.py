@@ -10,7 +10,7 @@ import pytest
 
 from dnarch_jax.arch import Arch, arch_params, compute_arch, initial_arch, initial_arch_params
 from dnarch_jax.config import ModelConfig, validate
-from dnarch_jax.model import DNArchCCNN, init_variables
+from dnarch_jax.model import DNArchCCNN, compiler_options, init_variables
 
 ALL_ON = dict(learn_kernel=True, learn_width=True, learn_resolution=True, learn_depth=True)
 
@@ -173,29 +173,45 @@ def test_every_gate_of_a_kept_channel_receives_a_gradient():
     assert g.shape == (cfg.hidden_width,) and np.all(np.abs(g) > 0)
 
 
-def test_rematerialised_blocks_give_the_same_loss_and_gradients():
-  """``remat=True`` recomputes block activations in the backward pass: same numbers, less kept."""
-  cfg = small_config(1, dropout=0.0)
-  variables = cached_init(cfg)
-  x = jax.random.normal(jax.random.key(1), (4, *cfg.input_size, cfg.in_channels))
-  arch = compute_arch(variables["params"], cfg, 4)
+def _remat_loss_and_grads(cfg, batch_size, remat):
+  """Jitted ``(loss, grads)`` of the training-mode network with ``remat`` on or off, and the
+  compiled gradient's temporary memory in bytes."""
+  cfg = dataclasses.replace(cfg, remat=remat)
+  variables = cached_init(dataclasses.replace(cfg, remat=False))
+  x = jax.random.normal(jax.random.key(1), (batch_size, *cfg.input_size, cfg.in_channels))
+  arch = compute_arch(variables["params"], cfg, batch_size)
 
-  def loss_and_grads(model_cfg):
-    def loss(p):
-      logits, _ = DNArchCCNN(model_cfg).apply(
-        {"params": p, "batch_stats": variables["batch_stats"]}, x, arch, train=True,
-        mutable=["batch_stats"],
-      )  # fmt: skip
-      return jnp.sum(logits**2)
+  def loss(p):
+    logits, _ = DNArchCCNN(cfg).apply(
+      {"params": p, "batch_stats": variables["batch_stats"]}, x, arch, train=True,
+      mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)},
+    )  # fmt: skip
+    return jnp.sum(logits**2)
 
-    return jax.jit(jax.value_and_grad(loss))(variables["params"])
+  fn = jax.jit(jax.value_and_grad(loss), compiler_options=compiler_options(cfg))
+  temp_bytes = fn.lower(variables["params"]).compile().memory_analysis().temp_size_in_bytes
+  return fn(variables["params"]), temp_bytes
 
-  (plain, plain_grads), (remat, remat_grads) = map(
-    loss_and_grads, (cfg, dataclasses.replace(cfg, remat=True))
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_rematerialised_network_gives_the_same_loss_and_gradients(ndim):
+  """``remat=True`` recomputes activations, masks and dropout in the backward pass: same
+  numbers (dropout masks included) as keeping them."""
+  cfg = small_config(ndim)
+  ((plain, plain_grads), _), ((remat, remat_grads), _) = (
+    _remat_loss_and_grads(cfg, 4, r) for r in (False, True)
   )
   assert float(remat) == pytest.approx(float(plain), rel=1e-6)
   for a, b in zip(jax.tree.leaves(remat_grads), jax.tree.leaves(plain_grads), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_rematerialisation_survives_xla_and_halves_the_temporaries():
+  """XLA:CPU undoes ``jax.checkpoint`` unless ``compiler_options`` keeps its barriers: with them
+  the gradient's temporaries must fall well below those of keeping every activation."""
+  cfg = small_config(1, input_size=(1024,), **dict.fromkeys(ALL_ON, False))
+  (_, plain_bytes), (_, remat_bytes) = (_remat_loss_and_grads(cfg, 32, r) for r in (False, True))
+  assert remat_bytes < 0.7 * plain_bytes, (remat_bytes, plain_bytes)
 
 
 def test_dense_head_cropped_equals_full_and_returns_input_resolution():
