@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 
 from dnarch_jax import budget as budget_lib
-from dnarch_jax import report, sharding
+from dnarch_jax import hostmem, report, sharding
 from dnarch_jax.arch import Arch, compute_arch, initial_arch
 from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.config import ModelConfig, add_loop_fields
@@ -216,6 +216,8 @@ class Trainer:
   def _train_one(self, batch) -> dict:
     first_time = self.arch not in self.seen_archs
     t0 = time.perf_counter()
+    if first_time:
+      hostmem.compile_and_trim(self.train_step, self.state, batch, self.arch)
     self.state, metrics = self.train_step(self.state, batch, self.arch)
     if first_time:
       jax.block_until_ready(metrics)
