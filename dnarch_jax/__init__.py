@@ -7,7 +7,8 @@ Masks (pure functions, NumPy or JAX) and their closed-form extents:
   ``gaussian``, ``gaussian_radius``, ``sigmoid_cutoff``, ``sigmoid_cutoff_extent``, ``ramp``,
   ``ramp_extent``, ``scaled_sigmoid_gate``, ``scaled_sigmoid_gate_extent``, ``thresholded``.
 Operations: ``depthwise_conv`` (direct/FFT/... routes), ``spectral_resample``.
-Layers and models (Flax Linen): ``MAGNet``, ``SIREN``, ``MaskedContinuousConv``, ``DNArchCCNN``.
+Layers and models (Flax Linen): ``MAGNet``, ``SIREN``, ``MaskedContinuousConv``, ``DNArchCCNN``
+  (``compiler_options(cfg)``: the XLA options its rematerialised gradient needs under ``jit``).
 Architecture: ``ModelConfig``, ``Arch``, ``compute_arch``, ``initial_arch``, ``arch_params``.
 Cost: ``flops``, ``params``, ``budget_penalty``, ``soft_sizes``, ``arch_sizes``,
   ``soft_kernel_taps``, ``crop_taps``.
@@ -42,7 +43,7 @@ from dnarch_jax.masks import (
   sigmoid_cutoff_extent,
   thresholded,
 )
-from dnarch_jax.model import DNArchCCNN, init_variables
+from dnarch_jax.model import DNArchCCNN, compiler_options, init_variables
 from dnarch_jax.spectral import spectral_resample
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
   "arch_params",
   "arch_sizes",
   "budget_penalty",
+  "compiler_options",
   "compute_arch",
   "crop_taps",
   "depthwise_conv",

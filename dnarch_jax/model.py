@@ -22,7 +22,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.ad_checkpoint import checkpoint_name
 
 from dnarch_jax import masks, spectral
 from dnarch_jax.arch import (
@@ -143,15 +142,19 @@ class Block(nn.Module):
     h = SlicedBatchNorm(cfg.width, name="norm")(x_BxSxC, stream, train=train)
     h = _masked(h, stream_mask_C)
     conv = _conv(cfg, cfg.width, self.initial_taps, "conv")
-    h = checkpoint_name(conv(h, barch.conv.taps, barch.conv.route, in_channels=stream), "conv")
-    h = SlicedDense(cfg.width, cfg.hidden_width, _kaiming_normal, name="mixer")(h, hidden, stream)
-    h = nn.gelu(checkpoint_name(h, "mixer"))
+    h = conv(h, barch.conv.taps, barch.conv.route, in_channels=stream)
+    mixer = SlicedDense(
+      cfg.width, cfg.hidden_width, _kaiming_normal, remat_name="mixer", name="mixer"
+    )
+    h = nn.gelu(mixer(h, hidden, stream))
     if cfg.learn_width:
       h = h * width_mask(self, "hidden", cfg.hidden_width, hidden, cfg)
     if train and cfg.dropout > 0:
       h = channel_dropout(h, cfg.dropout, self.make_rng("dropout"), cfg.hidden_width, hidden)
-    h = SlicedDense(cfg.hidden_width, cfg.width, _kaiming_normal, name="linear")(h, stream, hidden)
-    h = _masked(nn.gelu(checkpoint_name(h, "linear")), stream_mask_C)
+    linear = SlicedDense(
+      cfg.hidden_width, cfg.width, _kaiming_normal, remat_name="linear", name="linear"
+    )
+    h = _masked(nn.gelu(linear(h, stream, hidden)), stream_mask_C)
     if gate is not None:
       h = h * gate
     return x_BxSxC + h
@@ -239,7 +242,7 @@ def _stem(model: DNArchCCNN, x, arch: Arch, init_arch: Arch, stream_mask, train:
   # BatchNorm follows the stem's conv and mixer, so biases there would be no-ops whose exactly
   # zero gradient Adam turns into rounding-noise steps (CCNN has them; we leave them out).
   stem_conv = _conv(cfg, cfg.in_channels, init_arch.stem.taps, "stem_conv", use_bias=False)
-  h = checkpoint_name(stem_conv(x, arch.stem.taps, arch.stem.route), "conv")
+  h = stem_conv(x, arch.stem.taps, arch.stem.route)
   stem_mixer = SlicedDense(cfg.in_channels, cfg.width, _kaiming_normal, False, name="stem_mixer")
   h = stem_mixer(h, arch.stream)
   h = SlicedBatchNorm(cfg.width, name="stem_norm")(h, arch.stream, train=train)
