@@ -2,7 +2,7 @@
 
 A compile allocates and frees hundreds of MiB on its threads; glibc keeps freed memory in its
 per-thread arenas, so the process stays resident at its compile peak and the step's own buffers
-come on top (sMNIST CCNN-4,140: the training step's peak fell from 1741 to about 1440 MiB with a
+come on top (sMNIST CCNN-4,140: the training step's peak fell from 1741 to 1414 MiB with a
 trim between compile and first run; ``benchmarks/results/README.md``). ``trim()`` runs glibc's
 ``malloc_trim``; where the C library has none (macOS, musl) it only collects garbage.
 """
