@@ -68,7 +68,7 @@ class ModelConfig:
   conv_route: str = "auto"
   # Keep only each block's input, conv and dense outputs for the backward pass and recompute the
   # norms, activations, masks and dropout (model.REMAT_POLICY): about half the memory of keeping
-  # everything, and no slower on XLA:CPU (benchmarks/results/README.md).
+  # everything, at about the same speed on XLA:CPU (benchmarks/results/README.md).
   remat: bool = True
 
   @property

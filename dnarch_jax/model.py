@@ -176,7 +176,7 @@ def compiler_options(cfg: ModelConfig) -> dict[str, str] | None:
   XLA:CPU strips the optimization barriers ``jax.checkpoint`` puts around the recomputation
   (``cse_barrier_expander``), after which common-subexpression elimination merges it back into
   the forward pass and remat keeps everything again (temporaries of a sMNIST CCNN-4,140 step:
-  1763 MiB either way); with the pass off they fall to 922 MiB.
+  1763 MiB either way); with the pass off they fall to 940 MiB.
   """
   if cfg.remat and jax.default_backend() == "cpu":
     return {"xla_disable_hlo_passes": "cse_barrier_expander"}
