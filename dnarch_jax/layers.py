@@ -20,6 +20,34 @@ from dnarch_jax.channels import Channels, index, select
 from dnarch_jax.kernelnets import make_kernel_net
 
 
+@jax.custom_vjp
+def dense_product(x_NxI, w_IxO):
+  """``x @ w`` over the last axis of ``x``, with a weight gradient XLA:CPU computes without
+  transposing the output gradient.
+
+  Autodiff's weight gradient is ``dot(x, g)`` contracting the leading axes; XLA:CPU's dot wants
+  its right operand's contracted axis minor, so it copies the output gradient ``g`` into a
+  transposed buffer every step (``g`` also feeds the input gradient, so the copy cannot fuse).
+  Here the weight gradient is ``dot(g, x)^T``: the transposed operand is then ``x``, which in a
+  rematerialised network is recomputed in the backward pass and gets the transpose fused in.
+  """
+  return x_NxI @ w_IxO
+
+
+def _dense_product_fwd(x, w):
+  return x @ w, (x, w)
+
+
+def _dense_product_bwd(res, g):
+  x, w = res
+  g_NxO, x_NxI = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+  dw_OxI = jax.lax.dot_general(g_NxO, x_NxI, (((0,), (0,)), ((), ())))
+  return g @ w.T, dw_OxI.T
+
+
+dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
+
+
 class SlicedDense(nn.Module):
   """``x @ W[in, out] + b[out]`` with ``W`` owned at ``[in_features, features]``.
 
@@ -39,7 +67,7 @@ class SlicedDense(nn.Module):
   def __call__(self, x, out_channels: Channels | None = None, in_channels: Channels | None = None):
     in_channels = x.shape[-1] if in_channels is None else in_channels
     kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
-    y = x @ select(select(kernel, in_channels, 0), out_channels, 1)
+    y = dense_product(x, select(select(kernel, in_channels, 0), out_channels, 1))
     if self.remat_name is not None:
       y = checkpoint_name(y, self.remat_name)
     if self.use_bias:
