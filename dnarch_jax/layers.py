@@ -67,7 +67,9 @@ class SlicedDense(nn.Module):
   def __call__(self, x, out_channels: Channels | None = None, in_channels: Channels | None = None):
     in_channels = x.shape[-1] if in_channels is None else in_channels
     kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
-    y = dense_product(x, select(select(kernel, in_channels, 0), out_channels, 1))
+    # One input channel (the stem's mixer) is an outer product: autodiff's plain reduction.
+    product = dense_product if self.in_features > 1 else jnp.matmul
+    y = product(x, select(select(kernel, in_channels, 0), out_channels, 1))
     if self.remat_name is not None:
       y = checkpoint_name(y, self.remat_name)
     if self.use_bias:
