@@ -75,7 +75,7 @@ def main() -> None:
 
   call, lower, *_ = build(args.case, args.mode)
   where = scopes(lower().compile().as_text())
-  call()  # compile
+  call()  # first call (finds the compiled step in jit's cache)
   call()  # warm
   with tempfile.TemporaryDirectory() as tmp:
     with jax.profiler.trace(tmp, create_perfetto_trace=True):
