@@ -66,9 +66,10 @@ class ModelConfig:
   width_bucket: int = 8
   resolution_bucket: int = 2
   conv_route: str = "auto"
-  # Keep only each block's input, conv and dense outputs for the backward pass and recompute the
-  # norms, activations, masks and dropout (model.REMAT_POLICY): about half the memory of keeping
-  # everything, at about the same speed on XLA:CPU (benchmarks/results/README.md).
+  # Keep only each block's input, conv and dense outputs for the backward pass and recompute
+  # the norms, activations, masks and dropout (model.Block's remat regions): about half the
+  # memory of keeping everything, at about the same speed on XLA:CPU
+  # (benchmarks/results/README.md).
   remat: bool = True
 
   @property

@@ -52,29 +52,36 @@ class SlicedDense(nn.Module):
   """``x @ W[in, out] + b[out]`` with ``W`` owned at ``[in_features, features]``.
 
   ``out_channels`` and ``in_channels`` are ``dnarch_jax.channels`` selections: by default every
-  output channel, and as many leading input channels as ``x`` has. ``remat_name`` names the
-  product ``x @ W`` (``jax.ad_checkpoint.checkpoint_name``) for a remat policy to keep; the bias
-  is added after it, so that the add fuses into the product's consumers in both passes.
+  output channel, and as many leading input channels as ``x`` has. ``separate_bias=True``
+  returns ``(x @ W, b)`` for the consumer to add ``b``: XLA:CPU cannot fuse the add into the
+  product, so added inside the consumer's own fusion it costs no pass over the output.
   """
 
   in_features: int
   features: int
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   use_bias: bool = True
-  remat_name: str | None = None
 
   @nn.compact
-  def __call__(self, x, out_channels: Channels | None = None, in_channels: Channels | None = None):
+  def __call__(
+    self,
+    x,
+    out_channels: Channels | None = None,
+    in_channels: Channels | None = None,
+    *,
+    separate_bias: bool = False,
+  ):
     in_channels = x.shape[-1] if in_channels is None else in_channels
     kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
     # One input channel (the stem's mixer) is an outer product: autodiff's plain reduction.
     product = dense_product if self.in_features > 1 else jnp.matmul
     y = product(x, select(select(kernel, in_channels, 0), out_channels, 1))
-    if self.remat_name is not None:
-      y = checkpoint_name(y, self.remat_name)
+    bias = None
     if self.use_bias:
-      y = y + select(self.param("bias", nn.initializers.zeros, (self.features,)), out_channels)
-    return y
+      bias = select(self.param("bias", nn.initializers.zeros, (self.features,)), out_channels)
+    if separate_bias:
+      return y, (0.0 if bias is None else bias)
+    return y if bias is None else y + bias
 
 
 class SlicedBatchNorm(nn.Module):
@@ -209,10 +216,7 @@ class MaskedContinuousConv(nn.Module):
     kernel_KxC = kernel_KxC * self.mask(p_KxD)[..., None]
     # Recorded for CCNN's L2 regulariser, which penalises the sampled, masked kernels.
     self.sow("intermediates", "masked_kernel", kernel_KxC)
-    # Named for model.REMAT_POLICY before the bias, which then fuses into the consumers.
-    y = checkpoint_name(
-      conv.depthwise_conv(x_BxSxC, kernel_KxC, causal=self.causal, route=route), "conv"
-    )
+    y = conv.depthwise_conv(x_BxSxC, kernel_KxC, causal=self.causal, route=route)
     if self.use_bias:
       y = y + select(self.param("bias", nn.initializers.zeros, (self.channels,)), in_channels)
     return y

@@ -120,7 +120,16 @@ def _conv(
 
 class Block(nn.Module):
   """``y = x + g * GELU(Linear(Dropout(GELU(Mixer(DepthwiseCK(BN(x)))))))`` at the block's
-  resolution, stream and hidden widths masked (CCNN's "S4 block", METHOD.md §4)."""
+  resolution, stream and hidden widths masked (CCNN's "S4 block", METHOD.md §4).
+
+  With ``cfg.remat`` the block is three remat regions, each ending at a convolution or matrix
+  product (resampling -> BN -> conv; bias -> GELU -> mask -> dropout -> linear product; bias ->
+  GELU -> mask -> gate -> residual add), with the mixer's product between them. Every value the
+  backward pass keeps is then a region's input: the block's input and the conv, mixer and linear
+  outputs; the elementwise rest is recomputed inside the backward pass's fusions. A value saved
+  inside a region would cost one more pass over it: JAX puts a (no-op) ``reduce_precision`` on
+  every floating-point residual of ``jax.checkpoint``, and XLA:CPU materialises it as a copy.
+  """
 
   cfg: ModelConfig
   initial_taps: tuple[int, ...]
@@ -128,45 +137,68 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x_BxSxC, stream_mask_C, gate, stream: Channels, barch: BlockArch, train: bool):
     cfg = self.cfg
-    if cfg.learn_resolution:
-      cutoff = self.param(
-        "arch_resolution_cutoff",
-        nn.initializers.constant(cfg.resolution_init_cutoff),
-        (cfg.ndim,),
+    # static_argnums count the module as 0.
+    h, x_BxSxC = _region(cfg, _resample_norm_and_conv, (3, 4, 5))(
+      self, x_BxSxC, stream_mask_C, stream, barch, train
+    )
+    mixer = SlicedDense(cfg.width, cfg.hidden_width, _kaiming_normal, name="mixer")
+    h, mixer_bias = mixer(h, barch.hidden, stream, separate_bias=True)
+    h, linear_bias = _region(cfg, _hidden_and_linear, (3, 4, 5))(
+      self, h, mixer_bias, stream, barch.hidden, train
+    )
+    residual = jax.checkpoint(_residual_add) if cfg.remat else _residual_add
+    return residual(x_BxSxC, h, linear_bias, stream_mask_C, gate)
+
+
+@nn.compact
+def _resample_norm_and_conv(block: Block, x_BxSxC, stream_mask_C, stream, barch, train: bool):
+  """A block's first region: the input at the block's resolution, then BatchNorm, stream mask
+  and depthwise continuous conv (with bias). Returns the conv's output and the resampled input
+  (the skip path), which the backward pass recomputes rather than keeping its spectrum."""
+  cfg = block.cfg
+  if cfg.learn_resolution:
+    cutoff = block.param(
+      "arch_resolution_cutoff", nn.initializers.constant(cfg.resolution_init_cutoff), (cfg.ndim,)
+    )
+    if barch.resample:
+      x_BxSxC = spectral.spectral_resample(
+        x_BxSxC, barch.resolution, frequency_mask_fns(cutoff, cfg)
       )
-      if barch.resample:
-        x_BxSxC = spectral.spectral_resample(
-          x_BxSxC, barch.resolution, frequency_mask_fns(cutoff, cfg)
-        )
-    hidden = barch.hidden
-    h = SlicedBatchNorm(cfg.width, name="norm")(x_BxSxC, stream, train=train)
-    h = _masked(h, stream_mask_C)
-    conv = _conv(cfg, cfg.width, self.initial_taps, "conv")
-    h = conv(h, barch.conv.taps, barch.conv.route, in_channels=stream)
-    mixer = SlicedDense(
-      cfg.width, cfg.hidden_width, _kaiming_normal, remat_name="mixer", name="mixer"
-    )
-    h = nn.gelu(mixer(h, hidden, stream))
-    if cfg.learn_width:
-      h = h * width_mask(self, "hidden", cfg.hidden_width, hidden, cfg)
-    if train and cfg.dropout > 0:
-      h = channel_dropout(h, cfg.dropout, self.make_rng("dropout"), cfg.hidden_width, hidden)
-    linear = SlicedDense(
-      cfg.hidden_width, cfg.width, _kaiming_normal, remat_name="linear", name="linear"
-    )
-    h = _masked(nn.gelu(linear(h, stream, hidden)), stream_mask_C)
-    if gate is not None:
-      h = h * gate
-    return x_BxSxC + h
+  h = SlicedBatchNorm(cfg.width, name="norm")(x_BxSxC, stream, train=train)
+  h = _masked(h, stream_mask_C)
+  conv = _conv(cfg, cfg.width, block.initial_taps, "conv")
+  return conv(h, barch.conv.taps, barch.conv.route, in_channels=stream), x_BxSxC
 
 
-# What the rematerialised stem, blocks and head keep for the backward pass (``ModelConfig.remat``,
-# besides their inputs): the outputs of the convolutions and dense layers, which cost matrix
-# products or convolutions to recompute, and the BatchNorm statistics. Everything elementwise
-# (norms, GELU, masks, dropout) is recomputed inside the backward pass's own fusions.
-REMAT_POLICY = jax.checkpoint_policies.save_only_these_names(
-  "conv", "mixer", "linear", "norm_stats"
-)
+def _hidden_and_linear(block: Block, h, mixer_bias, stream, hidden, train: bool):
+  """A block's second region: the mixer's bias, GELU, hidden mask and dropout, then the linear
+  layer's product; returns it and the linear layer's bias, which the next region adds."""
+  cfg = block.cfg
+  h = nn.gelu(h + mixer_bias)
+  if cfg.learn_width:
+    h = h * width_mask(block, "hidden", cfg.hidden_width, hidden, cfg)
+  if train and cfg.dropout > 0:
+    h = channel_dropout(h, cfg.dropout, block.make_rng("dropout"), cfg.hidden_width, hidden)
+  linear = SlicedDense(cfg.hidden_width, cfg.width, _kaiming_normal, name="linear")
+  return linear(h, stream, hidden, separate_bias=True)
+
+
+def _residual_add(x_BxSxC, h, linear_bias, stream_mask_C, gate):
+  """A block's last region: the linear layer's bias, GELU, stream mask, depth gate, skip."""
+  h = _masked(nn.gelu(h + linear_bias), stream_mask_C)
+  return x_BxSxC + (h if gate is None else h * gate)
+
+
+# What the remat regions of the stem, blocks and head keep for the backward pass besides their
+# inputs (``ModelConfig.remat``): the BatchNorm statistics, [C] each, instead of re-reducing x.
+REMAT_POLICY = jax.checkpoint_policies.save_only_these_names("norm_stats")
+
+
+def _region(cfg: ModelConfig, fn, static_argnums):
+  """``fn(module, ...)`` as a remat region of its own (with ``cfg.remat``), else ``fn``."""
+  if not cfg.remat:
+    return fn
+  return nn.remat(fn, static_argnums=static_argnums, policy=REMAT_POLICY)
 
 
 def compiler_options(cfg: ModelConfig) -> dict[str, str] | None:
@@ -215,24 +247,15 @@ class DNArchCCNN(nn.Module):
     if train and cfg.input_dropout > 0:
       keep = jax.random.bernoulli(self.make_rng("dropout"), 1 - cfg.input_dropout, x.shape)
       x = jnp.where(keep, x / (1 - cfg.input_dropout), 0.0)
-    stem, head = (_stem, _head)
-    if cfg.remat:  # static_argnums count the module as 0
-      stem = nn.remat(_stem, static_argnums=(2, 3, 5), policy=REMAT_POLICY)
-      head = nn.remat(_head, static_argnums=(2, 4), policy=REMAT_POLICY)
-    h = stem(self, x, arch, init_arch, stream_mask, train)
+    # static_argnums count the module as 0.
+    h = _region(cfg, _stem, (2, 3, 5))(self, x, arch, init_arch, stream_mask, train)
 
-    # Each block is its own remat region, so its backward pass recomputes only its own
-    # activations (one region around the whole network kept 60% more on sMNIST).
-    # static_argnums count self as 0: stream, barch and train are static.
-    block_cls = Block
-    if cfg.remat:
-      block_cls = nn.remat(Block, static_argnums=(4, 5, 6), policy=REMAT_POLICY)
     for l, barch in enumerate(arch.blocks):
-      block = block_cls(cfg, init_arch.blocks[l].conv.taps, name=f"block_{l}")
+      block = Block(cfg, init_arch.blocks[l].conv.taps, name=f"block_{l}")
       if barch.active or self.is_initializing():
         h = block(h, stream_mask, gates[l], stream, barch, train)
 
-    return head(self, h, stream, stream_mask, train)
+    return _region(cfg, _head, (2, 4))(self, h, stream, stream_mask, train)
 
 
 @nn.compact
