@@ -170,6 +170,7 @@ def _resample_norm_and_conv(block: Block, x_BxSxC, stream_mask_C, stream, barch,
   return conv(h, barch.conv.taps, barch.conv.route, in_channels=stream), x_BxSxC
 
 
+@nn.compact
 def _hidden_and_linear(block: Block, h, mixer_bias, stream, hidden, train: bool):
   """A block's second region: the mixer's bias, GELU, hidden mask and dropout, then the linear
   layer's product; returns it and the linear layer's bias, which the next region adds."""
