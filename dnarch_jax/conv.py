@@ -92,6 +92,9 @@ ROUTES = ("direct", "fft", "shift")
 _LANES = 8
 # Bytes of x per chunk (module docstring): one chunk for the batches measured here.
 _CHUNK_BYTES = 256 << 20
+# Whether a route's chunks need the cond as a fusion barrier even when there is only one chunk
+# (`_sequenced`'s `barrier`; `route_flops` counts the conds it leaves).
+_BARRIER = {"fft": False, "shift": True}
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,12 +177,12 @@ def _chunk_size(batch: int, sample_bytes: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _sequenced(body, post, operands, batch, chunk, out_shape, out_dtype, red_zero, barrier=True):
+def _sequenced(body, post, operands, batch, chunk, out_shape, out_dtype, red_zero, barrier):
   """out[i:i+n] = post(body(i, n, *operands)[0]); red = sum of body(...)[1], chunk by chunk.
 
-  ``barrier=False`` (the FFT route, whose transforms XLA fuses with nothing) runs a single chunk
-  as it is: its cond, zero-filled output and update-slice cost 86 MiB of temporaries in the
-  uncropped sMNIST CCNN-4,140 step (969 against 883 MiB) for no speed.
+  ``barrier=False`` (``_BARRIER``: the FFT route, whose transforms fuse with nothing) runs a
+  single chunk as it is: its cond, zero-filled output and update-slice cost 86 MiB of
+  temporaries in the uncropped sMNIST CCNN-4,140 step (969 against 883 MiB) for no speed.
   """
   if not barrier and chunk >= batch:
     y, r = body(0, batch, *operands)
@@ -278,7 +281,8 @@ def _fft_conv(x, kernel, pads):
     return jnp.fft.irfftn(X * jnp.conj(kf), s=ns, axes=axes), None
 
   chunk = _chunk_size(B, math.prod(spatial) * C * x.dtype.itemsize)
-  y, _ = _sequenced(body, _fft_post(spatial), (x, kf), B, chunk, x.shape, x.dtype, None, False)
+  operands, barrier = (x, kf), _BARRIER["fft"]
+  y, _ = _sequenced(body, _fft_post(spatial), operands, B, chunk, x.shape, x.dtype, None, barrier)
   return y
 
 
@@ -293,10 +297,11 @@ def _fft_conv_bwd(pads, res, g):
   axes = tuple(range(2, len(ns) + 2))
   # dx = g circularly convolved with k.
   dx_chunk = lambda start, size, g, G, kf: jnp.fft.irfftn(G * kf, s=ns, axes=axes)
-  return _backward_in_chunks(x, g, kernel, pads, ns, dx_chunk, _fft_post(x.shape[1:-1]), kf, False)
+  post = _fft_post(x.shape[1:-1])
+  return _backward_in_chunks(x, g, kernel, pads, ns, dx_chunk, post, kf, _BARRIER["fft"])
 
 
-def _backward_in_chunks(x, g, kernel, pads, ns, dx_chunk, post, operand, barrier=True):
+def _backward_in_chunks(x, g, kernel, pads, ns, dx_chunk, post, operand, barrier):
   """(dx, dk) over batch chunks: dx from ``dx_chunk(start, size, g, G, operand)`` (the route's
   own), dk from the summed spectrum of the cross-correlation of g and x (every route's)."""
   spatial, B, C = x.shape[1:-1], x.shape[0], x.shape[-1]
@@ -378,7 +383,8 @@ def _shift_conv(x, kernel, pads):
     return _shift_chunk(x, start, size, kb, pads, spatial), None
 
   chunk = _chunk_size(B, math.prod(spatial) * C * x.dtype.itemsize)
-  y, _ = _sequenced(body, _shift_post(C), (x, kb), B, chunk, x.shape, x.dtype, None)
+  operands, barrier = (x, kb), _BARRIER["shift"]
+  y, _ = _sequenced(body, _shift_post(C), operands, B, chunk, x.shape, x.dtype, None, barrier)
   return y
 
 
@@ -395,7 +401,9 @@ def _shift_conv_bwd(pads, res, g):
   pads_t = tuple((hi, lo) for lo, hi in pads)
   ns = _fft_shape(spatial, pads)
   dx_chunk = lambda start, size, g, G, kb: _shift_chunk(g, start, size, kb, pads_t, spatial)
-  return _backward_in_chunks(x, g, kernel, pads, ns, dx_chunk, _shift_post(C), kb_flip)
+  return _backward_in_chunks(
+    x, g, kernel, pads, ns, dx_chunk, _shift_post(C), kb_flip, _BARRIER["shift"]
+  )
 
 
 _shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
@@ -525,7 +533,7 @@ def route_flops(spatial, taps, channels, batch, causal, route) -> float:
   if route == "direct":
     return float(flops)
   n_chunks = -(-b // _chunk_size(b, math.prod(spatial) * c * 4))
-  if route == "shift" or n_chunks > 1:
+  if _BARRIER[route] or n_chunks > 1:
     flops += 2 * n_chunks - 1  # the chunks' conds
   if route == "fft":  # the kernel's rfft and conj(K)
     ns = _fft_shape(spatial, _pads(_cropped_taps(spatial, taps, causal), causal))
