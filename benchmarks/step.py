@@ -131,6 +131,9 @@ def main() -> None:
   )
   parser.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
   args = parser.parse_args()
+  from dnarch_jax import hostmem
+
+  hostmem.reexec_with_huge_pages([__file__, *sys.argv[1:]])  # as `dnarch` runs on the CPU
   if args.child:
     print(json.dumps(run_case(*args.child, args.runs, args.remat)), flush=True)
     return

@@ -193,6 +193,12 @@ def cmd_predict(args, overrides) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """The ``dnarch`` program (``argv=None``: the command line, on huge pages for XLA:CPU's step
+  buffers, ``hostmem.reexec_with_huge_pages``) or one command in this process (a list)."""
+  if argv is None:
+    from dnarch_jax import hostmem
+
+    hostmem.reexec_with_huge_pages(["-m", "dnarch_jax", *sys.argv[1:]])
   parser = argparse.ArgumentParser(prog="dnarch", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("summary", help="the architecture layer by layer, with its cost")
