@@ -14,68 +14,43 @@ Cost: ``flops``, ``params``, ``budget_penalty``, ``soft_sizes``, ``arch_sizes``,
   ``soft_kernel_taps``, ``crop_taps``.
 Export: ``load_exported(path)`` -> ``(model, variables)``, a trained run's discovered network as
   a plain fixed-shape Linen module (written by ``dnarch export``); ``model.apply(variables, x)``.
+
+The names load on first use (PEP 562), so ``import dnarch_jax.<module>`` costs only that module:
+``dnarch`` restarts itself on huge pages (``hostmem``) before JAX is imported, not after.
 """
 
-from dnarch_jax.arch import (
-  Arch,
-  arch_params,
-  arch_sizes,
-  compute_arch,
-  initial_arch,
-  soft_kernel_taps,
-  soft_sizes,
-)
-from dnarch_jax.config import ModelConfig, load_config
-from dnarch_jax.conv import depthwise_conv
-from dnarch_jax.cost import budget_penalty, flops, params
-from dnarch_jax.export import load_exported
-from dnarch_jax.grids import crop_taps
-from dnarch_jax.kernelnets import SIREN, MAGNet
-from dnarch_jax.layers import MaskedContinuousConv
-from dnarch_jax.masks import (
-  gaussian,
-  gaussian_radius,
-  ramp,
-  ramp_extent,
-  scaled_sigmoid_gate,
-  scaled_sigmoid_gate_extent,
-  sigmoid_cutoff,
-  sigmoid_cutoff_extent,
-  thresholded,
-)
-from dnarch_jax.model import DNArchCCNN, compiler_options, init_variables
-from dnarch_jax.spectral import spectral_resample
+import importlib
 
-__all__ = [
-  "MAGNet",
-  "SIREN",
-  "Arch",
-  "DNArchCCNN",
-  "MaskedContinuousConv",
-  "ModelConfig",
-  "arch_params",
-  "arch_sizes",
-  "budget_penalty",
-  "compiler_options",
-  "compute_arch",
-  "crop_taps",
-  "depthwise_conv",
-  "flops",
-  "gaussian",
-  "gaussian_radius",
-  "init_variables",
-  "initial_arch",
-  "load_config",
-  "load_exported",
-  "params",
-  "ramp",
-  "ramp_extent",
-  "scaled_sigmoid_gate",
-  "scaled_sigmoid_gate_extent",
-  "sigmoid_cutoff",
-  "sigmoid_cutoff_extent",
-  "soft_kernel_taps",
-  "soft_sizes",
-  "spectral_resample",
-  "thresholded",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+  **dict.fromkeys(
+    ["Arch", "arch_params", "arch_sizes", "compute_arch", "initial_arch", "soft_kernel_taps",
+     "soft_sizes"], "arch"),
+  **dict.fromkeys(["ModelConfig", "load_config"], "config"),
+  "depthwise_conv": "conv",
+  **dict.fromkeys(["budget_penalty", "flops", "params"], "cost"),
+  "load_exported": "export",
+  "crop_taps": "grids",
+  **dict.fromkeys(["SIREN", "MAGNet"], "kernelnets"),
+  "MaskedContinuousConv": "layers",
+  **dict.fromkeys(
+    ["gaussian", "gaussian_radius", "ramp", "ramp_extent", "scaled_sigmoid_gate",
+     "scaled_sigmoid_gate_extent", "sigmoid_cutoff", "sigmoid_cutoff_extent", "thresholded"],
+    "masks"),
+  **dict.fromkeys(["DNArchCCNN", "compiler_options", "init_variables"], "model"),
+  "spectral_resample": "spectral",
+}  # fmt: skip
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module 'dnarch_jax' has no attribute {name!r}")
+  value = getattr(importlib.import_module(f"dnarch_jax.{_EXPORTS[name]}"), name)
+  globals()[name] = value  # resolved once
+  return value
+
+
+def __dir__():
+  return sorted({*globals(), *__all__})

@@ -12,9 +12,8 @@ them when freed: every step faults its buffers in again, 4 KiB at a time (230k f
 kernel time per 2.8 s step on a 2-core VM). :func:`reexec_with_huge_pages` restarts the program
 with glibc asking for transparent huge pages on those blocks, a 2 MiB fault each (about 1k per
 step): the step ran 2.0-2.2 against 2.3-3.0 s, at the same peak memory
-(``benchmarks/results/README.md``).
-Keeping the freed blocks instead (one arena, no ``mmap``) was measured too and dropped: the
-fragmented heap grew the training process from 1.4 to 2.3 GiB.
+(``benchmarks/results/README.md``). Keeping the freed blocks instead (one arena, no ``mmap``)
+was measured too and dropped: the fragmented heap grew the training process from 1.4 to 2.3 GiB.
 """
 
 from __future__ import annotations
