@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -83,6 +83,12 @@ class Arch:
   @property
   def output_resolution(self) -> tuple[int, ...]:
     return self.blocks[-1].resolution if self.blocks else self.input_size
+
+  def with_conv_routes(self, new_route: Callable[[str], str]) -> Arch:
+    """The same architecture with each conv's route replaced by ``new_route(route)``."""
+    swap = lambda c: dataclasses.replace(c, route=new_route(c.route))
+    blocks = tuple(dataclasses.replace(b, conv=swap(b.conv)) for b in self.blocks)
+    return dataclasses.replace(self, stem=swap(self.stem), blocks=blocks)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

@@ -86,7 +86,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-ROUTES = ("direct", "fft", "shift")
+from dnarch_jax import native
+
+ROUTES = ("direct", "fft", "shift", "native")
 
 # f32 lanes of one AVX2 register: the shift route's channel block.
 _LANES = 8
@@ -410,6 +412,36 @@ _shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
 
 
 # --------------------------------------------------------------------------------------------
+# Route "native".
+# --------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _native_conv(x, kernel, pads):
+  return native.depthwise_forward(x, kernel, pads)
+
+
+def _native_conv_fwd(x, kernel, pads):
+  return _native_conv(x, kernel, pads), (x, kernel)
+
+
+def _native_conv_bwd(pads, res, g):
+  x, kernel = res
+  d = x.ndim - 2
+  # dx is the forward op with the flipped kernel and the pads swapped, as in the shift route.
+  flipped = kernel[(slice(None, None, -1),) * d]
+  dx = native.depthwise_forward(g, flipped, tuple(p[::-1] for p in pads))
+  return dx, native.depthwise_kernel_grad(x, g, kernel.shape[:-1], pads)
+
+
+_native_conv.defvjp(_native_conv_fwd, _native_conv_bwd)
+
+
+def _native_runs(dtype) -> bool:
+  return native.available() and dtype == jnp.float32 and jax.default_backend() == "cpu"
+
+
+# --------------------------------------------------------------------------------------------
 # Public API.
 # --------------------------------------------------------------------------------------------
 
@@ -429,7 +461,9 @@ def depthwise_conv(x, kernel, *, causal: bool, route: str = "auto") -> jax.Array
     return _direct(x, kernel, pads)
   if r == "fft":
     return _fft_conv(x, kernel, pads)
-  return _shift_conv(x, kernel, pads)
+  if r == "native" and _native_runs(dtype):
+    return _native_conv(x, kernel, pads)
+  return _shift_conv(x, kernel, pads)  # "shift", or "native" where it cannot run
 
 
 def resolve_route(spatial, taps, channels, batch, causal, route="auto") -> str:
@@ -443,11 +477,25 @@ def resolve_route(spatial, taps, channels, batch, causal, route="auto") -> str:
   if jax.default_backend() != "cpu":
     # Unmeasured on GPU/TPU: CCNN's rule (FFT once every cropped kernel side exceeds 50).
     return "fft" if min(taps) > 50 else "direct"
-  return "shift" if math.prod(taps) <= _SHIFT_MAX_POSITIONS else "fft"
+  positions = math.prod(taps)
+  # The native kernels have no sharding rule: on a multi-device mesh XLA would gather the batch
+  # onto every device, so they are picked only where there is one device.
+  if native.available() and jax.device_count() == 1 and positions <= _NATIVE_MAX_POSITIONS:
+    return "native"
+  return "shift" if positions <= _SHIFT_MAX_POSITIONS else "fft"
 
 
 # Past ~120 kernel positions the shift route's unrolled sum slows down 5-8x (module docstring).
 _SHIFT_MAX_POSITIONS = 100
+# The native route's time grows with the kernel positions, the FFT's barely: they cross at
+# about 300 (1D 257 taps: 175 vs 206 ms fwd+bwd; 2D 17x17: 172 vs 290; 33x33: 632 vs 548).
+_NATIVE_MAX_POSITIONS = 300
+
+
+def xla_countable_route(route: str) -> str:
+  """The route to compile for XLA's cost analysis: it counts an FFI call as 0 FLOPs, so
+  "native" is counted as "shift", which does the same arithmetic in XLA ops."""
+  return "shift" if route == "native" else route
 
 
 def _xp(*values):
@@ -481,7 +529,8 @@ def _per_example_flops(spatial, taps, channels, causal: bool, route: str, exact:
       return math.prod(spatial) * channels
     pairs = [_valid_pairs(xp, s, t, causal) for s, t in zip(spatial, taps, strict=True)]
     return 2 * channels * math.prod(pairs)
-  if route == "shift":
+  if route in ("shift", "native"):
+    # "native" does the shift route's arithmetic in an FFI call XLA cannot see into: its count.
     c = _blocked_channels(channels) if exact else channels
     return (2 * math.prod(taps) - 1) * c * math.prod(spatial)
   if route != "fft":
@@ -524,11 +573,11 @@ def route_flops(spatial, taps, channels, batch, causal, route) -> float:
   n_d)`` (an XLA convention, not the real ~2.5 n log2 n of a real transform); elementwise ops 1
   per element, a complex multiply 2; slices, pads, transposes, dynamic-update-slices 0; one
   convert per chunk's cond and one compare per chained predicate (conds: the shift route, and
-  the FFT route with more than one chunk).
+  the FFT route with more than one chunk). "native" counts as "shift" (``xla_countable_route``).
   """
   spatial, taps = tuple(int(s) for s in spatial), tuple(int(t) for t in taps)
   c, b = int(channels), int(batch)
-  route = resolve_route(spatial, taps, c, b, causal, route)
+  route = xla_countable_route(resolve_route(spatial, taps, c, b, causal, route))
   flops = b * _per_example_flops(spatial, taps, c, causal, route, exact=True)
   if route == "direct":
     return float(flops)

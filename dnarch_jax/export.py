@@ -41,7 +41,7 @@ import json
 import math
 import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -160,10 +160,11 @@ class ExportSpec:
       bn_epsilon=float(d["bn_epsilon"]),
     )
 
-  def with_conv_route(self, route: str) -> ExportSpec:
-    """The same network with every conv on ``route`` (``"auto"`` re-picks per device and shape;
-    every route computes the same function, only speed differs)."""
-    swap = lambda c: dataclasses.replace(c, route=route)
+  def with_conv_route(self, route: str | Callable[[str], str]) -> ExportSpec:
+    """The same network with every conv on ``route``, or on ``route(its route)`` (``"auto"``
+    re-picks per device and shape; every route computes the same function, only speed differs)."""
+    new_route = route if callable(route) else lambda _: route
+    swap = lambda c: dataclasses.replace(c, route=new_route(c.route))
     blocks = tuple(dataclasses.replace(b, conv=swap(b.conv)) for b in self.blocks)
     return dataclasses.replace(self, stem=swap(self.stem), blocks=blocks)
 
@@ -444,7 +445,9 @@ def exported_costs(cfg: ModelConfig, arch: Arch, batch_size: int) -> dict[str, f
 
 
 def xla_flops(model: ExportedCCNN, variables, batch_size: int) -> float:
-  """FLOPs per example XLA counts for the compiled forward pass of the exported network."""
+  """FLOPs per example XLA counts for the compiled forward pass of the exported network (its
+  native-route convs compiled as their XLA equivalent: ``conv.xla_countable_route``)."""
+  model = model.clone(spec=model.spec.with_conv_route(conv.xla_countable_route))
   x = jax.ShapeDtypeStruct((batch_size, *model.spec.input_shape), jnp.float32)
   compiled = jax.jit(model.apply).lower(variables, x).compile()
   analysis = compiled.cost_analysis()

@@ -1,0 +1,109 @@
+"""The native (C++, XLA FFI) conv route: built, exact, composable, sharded, chosen, counted."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+from test_conv import inputs, reference, rel_err
+
+from dnarch_jax import conv, native
+from dnarch_jax.arch import compute_arch, initial_arch_params
+from dnarch_jax.config import load_config
+from dnarch_jax.experiment import run_model_config
+from dnarch_jax.model import init_variables
+from dnarch_jax.summary import xla_forward_flops
+
+
+def test_the_kernels_are_built_and_load():
+  # pip install compiles them (setup.py); a missing compiler would silently cost the speed.
+  assert native.available()
+
+
+def _conv(route, causal):
+  return lambda x, k: conv.depthwise_conv(x, k, causal=causal, route=route)
+
+
+@pytest.mark.parametrize(
+  "spatial, taps, causal, channels, batch",
+  [
+    ((37,), (9,), True, 13, 1),  # one example: the tasks split the channels instead
+    ((37,), (9,), False, 17, 3),
+    ((9, 11), (5, 3), False, 19, 2),
+    ((5, 6), (9, 11), False, 8, 4),  # a kernel larger than the image
+  ],
+)
+def test_matches_direct_with_gradients(spatial, taps, causal, channels, batch):
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((batch, *spatial, channels)).astype(np.float32)
+  k = rng.standard_normal((*taps, channels)).astype(np.float32)
+  g = rng.standard_normal(x.shape).astype(np.float32)
+
+  def value_and_grads(route):
+    y, vjp = jax.vjp(jax.jit(_conv(route, causal)), x, k)
+    return (y, *vjp(g))
+
+  for a, b in zip(value_and_grads("native"), value_and_grads("direct"), strict=True):
+    assert rel_err(a, b) < 1e-5
+
+
+def test_under_vmap_and_vmap_of_grad():
+  spatial, taps, causal = (40,), (9,), True
+  x, k, _ = inputs(spatial, taps, seed=4)
+  f = _conv("native", causal)
+  xs, ks = np.stack([x, 2 * x]), np.stack([k, -k])
+  ys = jax.jit(jax.vmap(f))(xs, ks)
+  assert rel_err(ys, np.stack([reference(x, k, causal), -2 * reference(x, k, causal)])) < 1e-5
+  loss = lambda route: jax.grad(lambda x, k: jnp.sum(_conv(route, causal)(x, k) ** 2), (0, 1))
+  per = jax.jit(jax.vmap(loss("native")))(xs, ks)
+  ref = jax.vmap(loss("direct"))(xs, ks)
+  for a, b in zip(per, ref, strict=True):
+    assert rel_err(a, b) < 1e-5
+
+
+def test_batch_sharded_over_eight_devices_matches_one():
+  assert jax.device_count() == 8
+  spatial, taps, causal = (30,), (7,), True
+  x, k, g = inputs(spatial, taps, seed=5, batch=16)
+  loss = lambda x, k: jnp.sum(_conv("native", causal)(x, k) * g)
+  mesh = jax.make_mesh((8,), ("data",))
+  x_sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
+  grad = jax.jit(jax.grad(loss, (0, 1)))
+  for a, b in zip(grad(x_sharded, k), grad(x, k), strict=True):
+    assert rel_err(a, b) < 1e-6
+
+
+def test_other_dtypes_run_as_shift():
+  x, k, _ = inputs((30,), (7,), seed=6)
+  x, k = jnp.asarray(x, jnp.bfloat16), jnp.asarray(k, jnp.bfloat16)
+  y = jax.jit(_conv("native", True))(x, k)
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(y, jax.jit(_conv("shift", True))(x, k))
+
+
+def test_auto_picks_native_on_one_cpu_device_up_to_300_positions(monkeypatch):
+  pick = lambda spatial, taps: conv.resolve_route(spatial, taps, 140, 100, len(spatial) == 1)
+  # Eight devices: XLA would gather a sharded batch into the FFI call, so not native.
+  assert pick((784,), (65,)) == "shift"
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
+  assert pick((784,), (65,)) == "native"
+  assert pick((784,), (257,)) == "native"
+  assert pick((784,), (784,)) == "fft"
+  assert pick((32, 32), (17, 17)) == "native"
+  assert pick((32, 32), (33, 33)) == "fft"
+
+
+def test_flops_count_native_as_shift():
+  for spatial, taps, causal in [((784,), (65,), True), ((32, 32), (5, 5), False)]:
+    args = (spatial, taps, 140, 64, causal)
+    assert conv.route_flops(*args, "native") == conv.route_flops(*args, "shift")
+    assert conv.route_cost(*args, "native") == conv.route_cost(*args, "shift")
+  # The summary's XLA count compiles native layers as shift: the same count either way.
+  config = load_config("experiments/smnist.py:smoke")
+  cfg = run_model_config(config)
+  variables = init_variables(cfg, jax.random.key(0))
+  arch = compute_arch(initial_arch_params(cfg), cfg, 4)
+  on = lambda route: arch.with_conv_routes(lambda _: route)
+  assert on("native") != on("shift")
+  native_count = xla_forward_flops(cfg, variables, on("native"), 4)
+  assert native_count == xla_forward_flops(cfg, variables, on("shift"), 4) > 0
