@@ -20,6 +20,12 @@ Routes (all exact up to float rounding, all differentiable in x and kernel, jit/
   channels innermost, so a tap's 8 kernel values stay in a register along the whole row), with
   a custom VJP: dx is the same shift-and-add with the flipped kernel, dk comes from the FFT
   cross-correlation of x and g (XLA:CPU's reductions for per-tap dk sums run at ~1 GFLOP/s).
+- "native" (CPU, f32): the same arithmetic in C++ (`csrc/depthwise_conv.cc`, compiled at
+  install, called through XLA's FFI: `dnarch_jax.native`). An 8-position x 8-channel tile of
+  outputs stays in registers while the taps stream past it, so a tap costs one kernel load,
+  eight input loads and eight FMAs; dx is the forward kernel with the flipped kernel, dk a
+  kernel of its own (eight taps' sums in registers along each row). Other dtypes, other
+  backends, or an install without the compiled library run it as "shift".
 
 Why chunks and conds: the "fft" and "shift" routes walk the batch in chunks of at most 256 MiB
 (of x; of x and g backward), each the branch of a `lax.cond` whose two branches are identical
@@ -67,9 +73,18 @@ keeps its taps in registers: 129 taps is 8x the time of 65). A blocked-Toeplitz 
 (channels as the batch dim) was 0.4-0.7 s forward at 65 taps: XLA:CPU's batched matmul runs at
 30-45 GFLOP/s on these shapes, against ~110 for a plain one, so it is not offered.
 
-Rule ("auto", CPU): "shift" when the cropped kernel has at most 100 positions, else "fft";
-"direct" never (5-40x slower at every size measured). The rule ignores batch and channels: the
-measurements span B=64..100 at C=140 only. GPU/TPU: unmeasured; CCNN's rule ("fft" once every
+The native route, measured later (same script, fwd+bwd ms, median of 5, native vs fft vs
+shift): 100x784x140 causal taps 65: 63 / 168 / 180; 129: 100 / 239 / 634; 257: 175 / 206 /
+1305; 784: 475 / 292 / -. 64x32x32x140 5x5: 53 / 297 / 217; 9x9: 74 / 319 / 232; 17x17: 172 /
+290 / 1820; 33x33: 632 / 548 / -. Its time grows with the kernel positions and the FFT's barely:
+they cross at about 300 positions in 1D and 2D.
+
+Rule ("auto", CPU): "native" when its library loaded, there is one device and the cropped
+kernel has at most 300 positions; otherwise "shift" up to 100 positions, else "fft"; "direct"
+never (5-40x slower at every size measured). The native kernels have no sharding rule, so on a
+multi-device mesh XLA would gather the batch into each call: with several devices (the test
+suite's 8 fake ones included) "auto" does not pick them. The rule ignores batch and channels:
+the measurements span B=64..100 at C=140 only. GPU/TPU: unmeasured; CCNN's rule ("fft" once every
 cropped kernel side exceeds 50, else "direct").
 
 The XLA FLOP counts the cost model mirrors are in `route_flops`; note XLA counts an FFT as

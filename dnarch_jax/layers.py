@@ -97,7 +97,10 @@ class SlicedBatchNorm(nn.Module):
   epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, x, channels: Channels | None = None, *, train: bool):
+  def __call__(self, x, channels: Channels | None = None, *, train: bool, pool_axes=None):
+    """BatchNorm of ``x``; with ``pool_axes``, its mean over those axes, computed as the norm
+    (per-channel affine) of ``x``'s mean: the same value, without the normalised ``x`` and its
+    gradient at full size."""
     channels = x.shape[-1] if channels is None else channels
     scale = select(self.param("scale", nn.initializers.ones, (self.features,)), channels)
     bias = select(self.param("bias", nn.initializers.zeros, (self.features,)), channels)
@@ -114,6 +117,8 @@ class SlicedBatchNorm(nn.Module):
         ra_var.value = ra_var.value.at[at].set(m * ra_var.value[at] + (1 - m) * var)
     else:
       mean, var = select(ra_mean.value, channels), select(ra_var.value, channels)
+    if pool_axes is not None:
+      x = jnp.mean(x, axis=pool_axes)
     return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
 
 

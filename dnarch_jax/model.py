@@ -277,14 +277,16 @@ def _stem(model: DNArchCCNN, x, arch: Arch, init_arch: Arch, stream_mask, train:
 def _head(model: DNArchCCNN, h, stream: Channels, stream_mask, train: bool):
   """Head of ``DNArchCCNN``: BatchNorm, then a per-position or pooled linear classifier."""
   cfg = model.cfg
-  h = SlicedBatchNorm(cfg.width, name="head_norm")(h, stream, train=train)
-  h = _masked(h, stream_mask)
+  norm = SlicedBatchNorm(cfg.width, name="head_norm")
   head = SlicedDense(cfg.width, cfg.num_classes, name="head")
   if cfg.head == "dense":
+    h = _masked(norm(h, stream, train=train), stream_mask)
     if tuple(h.shape[1:-1]) != tuple(cfg.input_size):
       h = spectral.spectral_resample(h, cfg.input_size)
     return head(h, in_channels=stream)
-  return head(jnp.mean(h, axis=tuple(range(1, h.ndim - 1))), in_channels=stream)
+  # Pooled: the norm and mask are per-channel affine, so they apply to the mean over positions.
+  pooled_BxC = norm(h, stream, train=train, pool_axes=tuple(range(1, h.ndim - 1)))
+  return head(_masked(pooled_BxC, stream_mask), in_channels=stream)
 
 
 def init_variables(cfg: ModelConfig, rng, batch_size: int = 2):

@@ -1,10 +1,10 @@
 // Depthwise convolution on the CPU as XLA FFI handlers: dnarch_jax.conv's "native" route.
 //
 // XLA:CPU lowers a grouped convolution to a dense one C times larger, and the JAX-level
-// shift-and-add keeps one kernel tap per register but reloads its input once per tap. These
-// kernels keep an R x 8 tile of outputs (R positions, 8 channels: one AVX2 register each) in
-// registers while a window of R inputs slides along the row, so each tap costs one kernel load,
-// one input load and R fused multiply-adds.
+// shift-and-add keeps one kernel tap per register but sweeps the whole row once per tap. These
+// kernels keep a tile of outputs in registers (8 positions x 8 channels, one AVX2 register per
+// position) while the taps stream past it: each tap costs one kernel load, 8 input loads (from
+// L1) and 8 fused multiply-adds, and the row is read from memory once.
 //
 // Layout: x, y, g are [B, H, W, C] (H = 1 for 1D), channels last, f32; the kernel is
 // [TH, TW, C]. Both handlers compute a "same"-size cross-correlation with the input zero-padded
@@ -17,8 +17,8 @@
 // (so the inner loops have no bounds checks and walk memory contiguously) and runs on XLA's
 // intra-op thread pool; the calling thread works too, so a busy pool cannot deadlock it.
 //
-// The kernels are compiled twice, for x86-64-v3 (AVX2 + FMA) and portable code, and the first
-// call picks one with __builtin_cpu_supports.
+// The kernels are compiled twice, for AVX2 + FMA and as portable code; __builtin_cpu_supports
+// picks one on the first call.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
