@@ -24,7 +24,7 @@ class BuildWithFfiHeaders(build_ext):
 native_conv = setuptools.Extension(
   "dnarch_jax._native_conv",
   sources=["dnarch_jax/csrc/depthwise_conv.cc"],
-  depends=["dnarch_jax/csrc/depthwise_conv_kernels.inc"],
+  depends=["dnarch_jax/csrc/depthwise_conv_kernels.inc", "dnarch_jax/csrc/fft_conv_kernels.inc"],
   language="c++",
   extra_compile_args=["-std=c++17", "-O3", "-ffp-contract=fast", "-Wno-psabi"],
   optional=True,

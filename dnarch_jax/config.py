@@ -21,7 +21,8 @@ RESOLUTION_MASKS = ("sigmoid", "ramp")
 # DNArch's ordered mask keeps a prefix of the channels; DNAL's gate keeps any subset.
 WIDTH_MASKS = ("sigmoid_cutoff", "scaled_sigmoid_gate")
 HEADS = ("classification", "dense")
-CONV_ROUTES = ("auto", "direct", "fft", "shift", "native")  # dnarch_jax.conv.ROUTES and "auto"
+# dnarch_jax.conv.ROUTES and "auto"
+CONV_ROUTES = ("auto", "direct", "fft", "shift", "native", "native_fft")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,13 @@ Routes (all exact up to float rounding, all differentiable in x and kernel, jit/
   eight input loads and eight FMAs; dx is the forward kernel with the flipped kernel, dk a
   kernel of its own (eight taps' sums in registers along each row). Other dtypes, other
   backends, or an install without the compiled library run it as "shift".
+- "native_fft" (CPU, f32, 1D): the "fft" route's arithmetic in C++ (`csrc/fft_conv_kernels.inc`):
+  per example and group of 16 channels (two real signals as one complex one, one AVX2 register
+  per 8 lanes), a power-of-two radix-4 FFT along the sequence read straight from the
+  channels-last layout, the product with the kernel's spectrum, and the inverse, all in a
+  128 KiB buffer; dk sums conj(G) X over the batch and inverts once. XLA's route spends as long
+  moving channels first, padding and cropping as transforming. 2D inputs (and whatever "native"
+  cannot run) run as "fft".
 
 Why chunks and conds: the "fft" and "shift" routes walk the batch in chunks of at most 256 MiB
 (of x; of x and g backward), each the branch of a `lax.cond` whose two branches are identical
@@ -79,13 +86,22 @@ shift): 100x784x140 causal taps 65: 63 / 168 / 180; 129: 100 / 239 / 634; 257: 1
 290 / 1820; 33x33: 632 / 548 / -. Its time grows with the kernel positions and the FFT's barely:
 they cross at about 300 positions in 1D and 2D.
 
-Rule ("auto", CPU): "native" when its library loaded, there is one device and the cropped
-kernel has at most 300 positions; otherwise "shift" up to 100 positions, else "fft"; "direct"
-never (5-40x slower at every size measured). The native kernels have no sharding rule, so on a
-multi-device mesh XLA would gather the batch into each call: with several devices (the test
-suite's 8 fake ones included) "auto" does not pick them. The rule ignores batch and channels:
-the measurements span B=64..100 at C=140 only. GPU/TPU: unmeasured; CCNN's rule ("fft" once every
-cropped kernel side exceeds 50, else "direct").
+The native FFT (2026-12-02, another host: a 2-core Intel Xeon, about twice as fast as the AMD
+EPYC above; `benchmarks/conv_routes.py`-style timing of the FFI calls alone, median of 7, ms,
+100x784x140 causal; native_fft fwd / dk against native fwd / dk): taps 33: 29 / 18 against
+17 / 9; 65: 31 / 19 against 21 / 13; 129: 31 / 19 against 29 / 20; 257: 44 / 34 against 43 /
+35; 784: 43 / 34 (the FFT size is 1024 up to 240 taps, then 2048). The sMNIST CCNN-4,140
+training step uncropped (784 taps) took 2165 ms with "fft" and 1020 ms with "native_fft", back
+to back on that host.
+
+Rule ("auto", CPU): where the native library loaded and there is one device, "native_fft" for 1D
+kernels past the size where it beats the direct kernel (`_native_fft_pays`: at length 784, past 117
+taps up to 241 and past 258 from there), else "native" up to 300 kernel positions; otherwise "shift"
+up to 100 positions, else "fft"; "direct" never (5-40x slower at every size measured). The native
+kernels have no sharding rule, so on a multi-device mesh XLA would gather the batch into each call:
+with several devices (the test suite's 8 fake ones included) "auto" does not pick them. The rule
+ignores batch and channels: the measurements span B=64..100 at C=140 only. GPU/TPU: unmeasured;
+CCNN's rule ("fft" once every cropped kernel side exceeds 50, else "direct").
 
 The XLA FLOP counts the cost model mirrors are in `route_flops`; note XLA counts an FFT as
 `8 * input elements * prod_d floor(log2 n_d)` (measured on bare rfft/irfft/fft at many sizes).
@@ -103,7 +119,7 @@ from jax import lax
 
 from dnarch_jax import native
 
-ROUTES = ("direct", "fft", "shift", "native")
+ROUTES = ("direct", "fft", "shift", "native", "native_fft")
 
 # f32 lanes of one AVX2 register: the shift route's channel block.
 _LANES = 8
@@ -431,22 +447,22 @@ _shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
 # --------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _native_conv(x, kernel, pads):
-  return native.depthwise_forward(x, kernel, pads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _native_conv(x, kernel, pads, fft):
+  return native.depthwise_forward(x, kernel, pads, fft=fft)
 
 
-def _native_conv_fwd(x, kernel, pads):
-  return _native_conv(x, kernel, pads), (x, kernel)
+def _native_conv_fwd(x, kernel, pads, fft):
+  return _native_conv(x, kernel, pads, fft), (x, kernel)
 
 
-def _native_conv_bwd(pads, res, g):
+def _native_conv_bwd(pads, fft, res, g):
   x, kernel = res
   d = x.ndim - 2
   # dx is the forward op with the flipped kernel and the pads swapped, as in the shift route.
   flipped = kernel[(slice(None, None, -1),) * d]
-  dx = native.depthwise_forward(g, flipped, tuple(p[::-1] for p in pads))
-  return dx, native.depthwise_kernel_grad(x, g, kernel.shape[:-1], pads)
+  dx = native.depthwise_forward(g, flipped, tuple(p[::-1] for p in pads), fft=fft)
+  return dx, native.depthwise_kernel_grad(x, g, kernel.shape[:-1], pads, fft=fft)
 
 
 _native_conv.defvjp(_native_conv_fwd, _native_conv_bwd)
@@ -474,10 +490,10 @@ def depthwise_conv(x, kernel, *, causal: bool, route: str = "auto") -> jax.Array
   pads = _pads(kernel.shape[:-1], causal)
   if r == "direct":
     return _direct(x, kernel, pads)
-  if r == "fft":
+  if r in ("native", "native_fft") and _native_runs(dtype) and (r == "native" or x.ndim == 3):
+    return _native_conv(x, kernel, pads, r == "native_fft")
+  if r in ("fft", "native_fft"):  # "native_fft" runs as "fft" where it cannot run (2D included)
     return _fft_conv(x, kernel, pads)
-  if r == "native" and _native_runs(dtype):
-    return _native_conv(x, kernel, pads)
   return _shift_conv(x, kernel, pads)  # "shift", or "native" where it cannot run
 
 
@@ -495,8 +511,11 @@ def resolve_route(spatial, taps, channels, batch, causal, route="auto") -> str:
   positions = math.prod(taps)
   # The native kernels have no sharding rule: on a multi-device mesh XLA would gather the batch
   # onto every device, so they are picked only where there is one device.
-  if native.available() and jax.device_count() == 1 and positions <= _NATIVE_MAX_POSITIONS:
-    return "native"
+  if native.available() and jax.device_count() == 1:
+    if len(spatial) == 1 and _native_fft_pays(spatial[0], taps[0], causal):
+      return "native_fft"
+    if positions <= _NATIVE_MAX_POSITIONS:
+      return "native"
   return "shift" if positions <= _SHIFT_MAX_POSITIONS else "fft"
 
 
@@ -507,10 +526,20 @@ _SHIFT_MAX_POSITIONS = 100
 _NATIVE_MAX_POSITIONS = 300
 
 
+def _native_fft_pays(length: int, taps: int, causal: bool) -> bool:
+  """Whether the native FFT (transform size M, a power of two) beats the native direct kernel
+  on a 1D conv of this cropped size. Per output and channel the direct kernel costs ~taps
+  multiply-adds, the FFT ~M log2(M) / length, and 9x the latter matched the former where they
+  were measured equal (length 784: 129 taps, M 1024; 257 taps, M 2048; module docstring)."""
+  lo, hi = _pads((taps,), causal)[0]
+  m = 1 << max(1, math.ceil(math.log2(length + max(lo, hi))))
+  return 9 * m * math.log2(m) / length < taps
+
+
 def xla_countable_route(route: str) -> str:
-  """The route to compile for XLA's cost analysis: it counts an FFI call as 0 FLOPs, so
-  "native" is counted as "shift", which does the same arithmetic in XLA ops."""
-  return "shift" if route == "native" else route
+  """The route to compile for XLA's cost analysis: it counts an FFI call as 0 FLOPs, so the
+  native routes are counted as the XLA routes doing the same arithmetic ("shift", "fft")."""
+  return {"native": "shift", "native_fft": "fft"}.get(route, route)
 
 
 def _xp(*values):
@@ -535,6 +564,7 @@ def _per_example_flops(spatial, taps, channels, causal: bool, route: str, exact:
   differentiates through them) and the same formula is evaluated without those roundings.
   """
   xp = _xp(spatial, taps, channels)
+  route = xla_countable_route(route)  # what an FFI call does, in the XLA ops that count it
   if causal:
     taps = [xp.minimum(t, s) for s, t in zip(spatial, taps, strict=True)]
   else:
@@ -544,8 +574,7 @@ def _per_example_flops(spatial, taps, channels, causal: bool, route: str, exact:
       return math.prod(spatial) * channels
     pairs = [_valid_pairs(xp, s, t, causal) for s, t in zip(spatial, taps, strict=True)]
     return 2 * channels * math.prod(pairs)
-  if route in ("shift", "native"):
-    # "native" does the shift route's arithmetic in an FFI call XLA cannot see into: its count.
+  if route == "shift":
     c = _blocked_channels(channels) if exact else channels
     return (2 * math.prod(taps) - 1) * c * math.prod(spatial)
   if route != "fft":

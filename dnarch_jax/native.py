@@ -10,6 +10,10 @@ The calls are plain (no VJP; ``conv`` defines it) and f32 only:
   ``pads = ((lo, hi), ...)`` per spatial axis, ``hi = taps - 1 - lo``;
 - ``depthwise_kernel_grad(x, g, taps, pads)``: ``dk[j] = sum_{b, i} g[b, i] x[b, i + j - lo]``.
 
+Both compute by direct summation (register tiles, ``csrc/depthwise_conv_kernels.inc``), or with
+``fft=True`` (1D only) by power-of-two FFTs along the sequence, 16 channels per complex
+transform (``csrc/fft_conv_kernels.inc``): ``conv``'s "native_fft" route.
+
 XLA's cost analysis counts a custom call as 0 FLOPs; ``conv.route_flops`` says what to count.
 Under ``vmap`` the calls run once per mapped element (``vmap_method="sequential"``).
 """
@@ -26,7 +30,12 @@ import jax
 import numpy as np
 
 # FFI target name -> the handler symbol csrc/depthwise_conv.cc exports.
-_TARGETS = {"dnarch_dwconv_fwd": "DnarchDwconvFwd", "dnarch_dwconv_dk": "DnarchDwconvDk"}
+_TARGETS = {
+  "dnarch_dwconv_fwd": "DnarchDwconvFwd",
+  "dnarch_dwconv_dk": "DnarchDwconvDk",
+  "dnarch_dwconv_fft_fwd": "DnarchDwconvFftFwd",
+  "dnarch_dwconv_fft_dk": "DnarchDwconvFftDk",
+}
 
 
 @functools.cache
@@ -65,12 +74,22 @@ def _call(target, out_shape, *args, pads):
   return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args, **_lo_attrs(pads))
 
 
-def depthwise_forward(x_BxSxC, kernel_TxC, pads) -> jax.Array:
+def _target(name: str, fft: bool, x) -> str:
+  if not fft:
+    return name
+  if x.ndim != 3:
+    raise ValueError(f"dnarch_jax.native: fft=True is 1D only ([B, L, C]), got shape {x.shape}")
+  return name.replace("dwconv", "dwconv_fft")
+
+
+def depthwise_forward(x_BxSxC, kernel_TxC, pads, fft: bool = False) -> jax.Array:
   """Same-size depthwise cross-correlation, f32 (module docstring)."""
-  return _call("dnarch_dwconv_fwd", x_BxSxC.shape, x_BxSxC, kernel_TxC, pads=pads)
+  target = _target("dnarch_dwconv_fwd", fft, x_BxSxC)
+  return _call(target, x_BxSxC.shape, x_BxSxC, kernel_TxC, pads=pads)
 
 
-def depthwise_kernel_grad(x_BxSxC, g_BxSxC, taps, pads) -> jax.Array:
+def depthwise_kernel_grad(x_BxSxC, g_BxSxC, taps, pads, fft: bool = False) -> jax.Array:
   """The kernel gradient ``[*taps, C]`` of ``depthwise_forward`` for output cotangent g."""
   shape = (*taps, x_BxSxC.shape[-1])
-  return _call("dnarch_dwconv_dk", shape, x_BxSxC, g_BxSxC, pads=pads)
+  target = _target("dnarch_dwconv_dk", fft, x_BxSxC)
+  return _call(target, shape, x_BxSxC, g_BxSxC, pads=pads)

@@ -70,7 +70,7 @@ def test_route_matches_float64_reference(case, route):
   assert rel_err(y, reference(x, k, causal)) < 1e-4
 
 
-@pytest.mark.parametrize("route", ("fft", "shift", "native"))
+@pytest.mark.parametrize("route", ("fft", "shift", "native", "native_fft"))
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_gradients_match_direct(case, route):
   spatial, taps, causal = case

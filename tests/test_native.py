@@ -1,4 +1,5 @@
-"""The native (C++, XLA FFI) conv route: built, exact, composable, sharded, chosen, counted."""
+"""The native (C++, XLA FFI) conv routes, direct and FFT: built, exact, composable, sharded,
+chosen, counted."""
 
 import jax
 import jax.numpy as jnp
@@ -24,16 +25,23 @@ def _conv(route, causal):
   return lambda x, k: conv.depthwise_conv(x, k, causal=causal, route=route)
 
 
+NATIVE = ("native", "native_fft")
+
+
+@pytest.mark.parametrize("route", NATIVE)
 @pytest.mark.parametrize(
   "spatial, taps, causal, channels, batch",
   [
     ((37,), (9,), True, 13, 1),  # one example: the tasks split the channels instead
     ((37,), (9,), False, 17, 3),
-    ((9, 11), (5, 3), False, 19, 2),
+    ((300,), (300,), True, 33, 2),  # FFT size 1024: radix-4 stages only
+    ((200,), (151,), False, 16, 2),  # 512: one radix-2 stage first
+    ((1,), (1,), True, 3, 2),  # FFT size 2
+    ((9, 11), (5, 3), False, 19, 2),  # 2D: "native_fft" runs as "fft"
     ((5, 6), (9, 11), False, 8, 4),  # a kernel larger than the image
   ],
 )
-def test_matches_direct_with_gradients(spatial, taps, causal, channels, batch):
+def test_matches_direct_with_gradients(route, spatial, taps, causal, channels, batch):
   rng = np.random.default_rng(3)
   x = rng.standard_normal((batch, *spatial, channels)).astype(np.float32)
   k = rng.standard_normal((*taps, channels)).astype(np.float32)
@@ -43,29 +51,31 @@ def test_matches_direct_with_gradients(spatial, taps, causal, channels, batch):
     y, vjp = jax.vjp(jax.jit(_conv(route, causal)), x, k)
     return (y, *vjp(g))
 
-  for a, b in zip(value_and_grads("native"), value_and_grads("direct"), strict=True):
+  for a, b in zip(value_and_grads(route), value_and_grads("direct"), strict=True):
     assert rel_err(a, b) < 1e-5
 
 
-def test_under_vmap_and_vmap_of_grad():
+@pytest.mark.parametrize("route", NATIVE)
+def test_under_vmap_and_vmap_of_grad(route):
   spatial, taps, causal = (40,), (9,), True
   x, k, _ = inputs(spatial, taps, seed=4)
-  f = _conv("native", causal)
+  f = _conv(route, causal)
   xs, ks = np.stack([x, 2 * x]), np.stack([k, -k])
   ys = jax.jit(jax.vmap(f))(xs, ks)
   assert rel_err(ys, np.stack([reference(x, k, causal), -2 * reference(x, k, causal)])) < 1e-5
   loss = lambda route: jax.grad(lambda x, k: jnp.sum(_conv(route, causal)(x, k) ** 2), (0, 1))
-  per = jax.jit(jax.vmap(loss("native")))(xs, ks)
+  per = jax.jit(jax.vmap(loss(route)))(xs, ks)
   ref = jax.vmap(loss("direct"))(xs, ks)
   for a, b in zip(per, ref, strict=True):
     assert rel_err(a, b) < 1e-5
 
 
-def test_batch_sharded_over_eight_devices_matches_one():
+@pytest.mark.parametrize("route", NATIVE)
+def test_batch_sharded_over_eight_devices_matches_one(route):
   assert jax.device_count() == 8
   spatial, taps, causal = (30,), (7,), True
   x, k, g = inputs(spatial, taps, seed=5, batch=16)
-  loss = lambda x, k: jnp.sum(_conv("native", causal)(x, k) * g)
+  loss = lambda x, k: jnp.sum(_conv(route, causal)(x, k) * g)
   mesh = jax.make_mesh((8,), ("data",))
   x_sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
   grad = jax.jit(jax.grad(loss, (0, 1)))
@@ -81,23 +91,36 @@ def test_other_dtypes_run_as_shift():
   np.testing.assert_array_equal(y, jax.jit(_conv("shift", True))(x, k))
 
 
-def test_auto_picks_native_on_one_cpu_device_up_to_300_positions(monkeypatch):
+def test_native_fft_runs_2d_as_fft():
+  x, k, _ = inputs((12, 10), (5, 5), seed=6)
+  y = jax.jit(_conv("native_fft", False))(x, k)
+  np.testing.assert_array_equal(y, jax.jit(_conv("fft", False))(x, k))
+
+
+def test_fft_is_1d_only():
+  with pytest.raises(ValueError, match="1D only"):
+    native.depthwise_forward(jnp.zeros((1, 4, 4, 8)), jnp.zeros((3, 3, 8)), ((1, 1),) * 2, True)
+
+
+def test_auto_picks_native_routes_on_one_cpu_device(monkeypatch):
   pick = lambda spatial, taps: conv.resolve_route(spatial, taps, 140, 100, len(spatial) == 1)
   # Eight devices: XLA would gather a sharded batch into the FFI call, so not native.
   assert pick((784,), (65,)) == "shift"
   monkeypatch.setattr(jax, "device_count", lambda: 1)
   assert pick((784,), (65,)) == "native"
-  assert pick((784,), (257,)) == "native"
-  assert pick((784,), (784,)) == "fft"
+  assert pick((784,), (257,)) == "native"  # FFT size 2048: about equal, the direct one
+  assert pick((784,), (129,)) == "native_fft"  # FFT size 1024: about equal, the FFT
+  assert pick((784,), (784,)) == "native_fft"
   assert pick((32, 32), (17, 17)) == "native"
   assert pick((32, 32), (33, 33)) == "fft"
 
 
-def test_flops_count_native_as_shift():
+def test_flops_count_native_routes_as_their_xla_twins():
   for spatial, taps, causal in [((784,), (65,), True), ((32, 32), (5, 5), False)]:
     args = (spatial, taps, 140, 64, causal)
-    assert conv.route_flops(*args, "native") == conv.route_flops(*args, "shift")
-    assert conv.route_cost(*args, "native") == conv.route_cost(*args, "shift")
+    for route, twin in (("native", "shift"), ("native_fft", "fft")):
+      assert conv.route_flops(*args, route) == conv.route_flops(*args, twin)
+      assert conv.route_cost(*args, route) == conv.route_cost(*args, twin)
   # The summary's XLA count compiles native layers as shift: the same count either way.
   config = load_config("experiments/smnist.py:smoke")
   cfg = run_model_config(config)

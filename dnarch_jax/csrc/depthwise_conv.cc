@@ -21,6 +21,7 @@
 // picks one on the first call.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -109,8 +110,38 @@ void CopyBlocked(const float* src, const Dims& d, int64_t nb0, int64_t nb1, int6
   }
 }
 
+// Twiddles and bit reversal of a power-of-two FFT of size M (fft_conv_kernels.inc).
+struct FftPlan {
+  int64_t M, log2 = 0;
+  std::vector<float> wr, wi;  // e^{-2 pi i t / M}, t < M
+  std::vector<int64_t> rev;   // bit reversal of [0, M)
+  explicit FftPlan(int64_t m) : M(m), wr(m), wi(m), rev(m) {
+    for (int64_t t = 0; t < m; ++t) {
+      const double angle = -2.0 * M_PI * static_cast<double>(t) / static_cast<double>(m);
+      wr[t] = static_cast<float>(std::cos(angle));
+      wi[t] = static_cast<float>(std::sin(angle));
+    }
+    while ((int64_t{1} << log2) < m) ++log2;
+    for (int64_t i = 0; i < m; ++i) {
+      int64_t r = 0;
+      for (int b = 0; b < log2; ++b) r |= ((i >> b) & 1) << (log2 - 1 - b);
+      rev[i] = r;
+    }
+  }
+};
+
+// The transform size of a 1D FFT convolution: a power of two past the signal and the kernel's
+// longer side, so the circular product wraps onto no output (and no kernel lag).
+int64_t FftSize(const Dims& d) {
+  const int64_t need = d.W + std::max(d.lo_w, d.TW - 1 - d.lo_w);
+  int64_t m = 2;
+  while (m < need) m <<= 1;
+  return m;
+}
+
 #define DNARCH_KERNELS_NAMESPACE portable
 #include "depthwise_conv_kernels.inc"
+#include "fft_conv_kernels.inc"
 #undef DNARCH_KERNELS_NAMESPACE
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -118,6 +149,7 @@ void CopyBlocked(const float* src, const Dims& d, int64_t nb0, int64_t nb1, int6
 #pragma GCC target("avx2,fma")
 #define DNARCH_KERNELS_NAMESPACE avx2
 #include "depthwise_conv_kernels.inc"
+#include "fft_conv_kernels.inc"
 #undef DNARCH_KERNELS_NAMESPACE
 #pragma GCC pop_options
 bool UseAvx2() {
@@ -177,23 +209,53 @@ ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   return ffi::Error::Success();
 }
 
+ffi::Error FftForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                      ffi::ResultBuffer<ffi::F32> y, int64_t lo_h, int64_t lo_w) {
+  Dims d;
+  if (auto e = ReadDims(x, k, lo_h, lo_w, &d); e.failure()) return e;
+  if (x.dimensions().size() != 3) return ffi::Error::InvalidArgument("dnarch_dwconv_fft: 1D only");
+  const FftPlan plan(FftSize(d));
+  if (UseAvx2()) {
+    avx2::FftForward(pool, d, plan, x.typed_data(), k.typed_data(), y->typed_data());
+  } else {
+    portable::FftForward(pool, d, plan, x.typed_data(), k.typed_data(), y->typed_data());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error FftKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
+                         ffi::ResultBuffer<ffi::F32> dk, int64_t lo_h, int64_t lo_w) {
+  Dims d;
+  if (auto e = ReadDims(x, *dk, lo_h, lo_w, &d); e.failure()) return e;
+  if (x.dimensions().size() != 3) return ffi::Error::InvalidArgument("dnarch_dwconv_fft: 1D only");
+  if (!std::equal(g.dimensions().begin(), g.dimensions().end(), x.dimensions().begin(),
+                  x.dimensions().end())) {
+    return ffi::Error::InvalidArgument("dnarch_dwconv_fft_dk: x and g shapes differ");
+  }
+  const FftPlan plan(FftSize(d));
+  if (UseAvx2()) {
+    avx2::FftKernelGrad(pool, d, plan, x.typed_data(), g.typed_data(), dk->typed_data());
+  } else {
+    portable::FftKernelGrad(pool, d, plan, x.typed_data(), g.typed_data(), dk->typed_data());
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 }  // namespace dnarch
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DnarchDwconvFwd, dnarch::Forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("lo_h")
-                                  .Attr<int64_t>("lo_w"));
+// Every handler has the same signature: (x, kernel or g) -> result, attributes lo_h, lo_w.
+#define DNARCH_DEFINE_HANDLER(symbol, fn)                    \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(symbol, fn,                  \
+                                ffi::Ffi::Bind()             \
+                                    .Ctx<ffi::ThreadPool>()  \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Ret<ffi::Buffer<ffi::F32>>() \
+                                    .Attr<int64_t>("lo_h")   \
+                                    .Attr<int64_t>("lo_w"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(DnarchDwconvDk, dnarch::KernelGrad,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("lo_h")
-                                  .Attr<int64_t>("lo_w"));
+DNARCH_DEFINE_HANDLER(DnarchDwconvFwd, dnarch::Forward)
+DNARCH_DEFINE_HANDLER(DnarchDwconvDk, dnarch::KernelGrad)
+DNARCH_DEFINE_HANDLER(DnarchDwconvFftFwd, dnarch::FftForward)
+DNARCH_DEFINE_HANDLER(DnarchDwconvFftDk, dnarch::FftKernelGrad)
