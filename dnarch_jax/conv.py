@@ -90,7 +90,7 @@ The native FFT (2026-12-02, another host: a 2-core Intel Xeon, about twice as fa
 EPYC above; `benchmarks/conv_routes.py`-style timing of the FFI calls alone, median of 7, ms,
 100x784x140 causal; native_fft fwd / dk against native fwd / dk): taps 33: 29 / 18 against
 17 / 9; 65: 31 / 19 against 21 / 13; 129: 31 / 19 against 29 / 20; 257: 44 / 34 against 43 /
-35; 784: 43 / 34 (the FFT size is 1024 up to 240 taps, then 2048). The sMNIST CCNN-4,140
+35; 784: 43 / 34 (the FFT size is 1024 up to 241 taps, then 2048). The sMNIST CCNN-4,140
 training step uncropped (784 taps) took 2165 ms with "fft" and 1020 ms with "native_fft", back
 to back on that host.
 

@@ -162,15 +162,17 @@ namespace avx2 = portable;
 #endif
 
 ffi::Error ReadDims(const ffi::Buffer<ffi::F32>& x, const ffi::Buffer<ffi::F32>& k,
-                    int64_t lo_h, int64_t lo_w, Dims* d) {
+                    int64_t lo_h, int64_t lo_w, bool fft, Dims* d) {
   auto xd = x.dimensions();
   auto kd = k.dimensions();
   if (xd.size() == 3 && kd.size() == 2) {
     *d = {xd[0], 1, xd[1], xd[2], 1, kd[0], 0, lo_w};
-  } else if (xd.size() == 4 && kd.size() == 3) {
+  } else if (xd.size() == 4 && kd.size() == 3 && !fft) {
     *d = {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], lo_h, lo_w};
   } else {
-    return ffi::Error::InvalidArgument("dnarch_dwconv: x must be [B, (H,) W, C], k [(TH,) TW, C]");
+    return ffi::Error::InvalidArgument(
+        fft ? "dnarch_dwconv_fft: x must be [B, W, C], k [TW, C] (1D only)"
+            : "dnarch_dwconv: x must be [B, (H,) W, C], k [(TH,) TW, C]");
   }
   if (kd[kd.size() - 1] != d->C) {
     return ffi::Error::InvalidArgument("dnarch_dwconv: kernel and input channels differ");
@@ -181,62 +183,40 @@ ffi::Error ReadDims(const ffi::Buffer<ffi::F32>& x, const ffi::Buffer<ffi::F32>&
   return ffi::Error::Success();
 }
 
+// The handlers: y from (x, k), and dk from (x, g); kFft picks the 1D FFT kernels over the
+// direct ones, UseAvx2 the instruction set.
+template <bool kFft>
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                    ffi::ResultBuffer<ffi::F32> y, int64_t lo_h, int64_t lo_w) {
   Dims d;
-  if (auto e = ReadDims(x, k, lo_h, lo_w, &d); e.failure()) return e;
-  if (UseAvx2()) {
-    avx2::Forward(pool, d, x.typed_data(), k.typed_data(), y->typed_data());
+  if (auto e = ReadDims(x, k, lo_h, lo_w, kFft, &d); e.failure()) return e;
+  if constexpr (kFft) {
+    const FftPlan plan(FftSize(d));
+    (UseAvx2() ? avx2::FftForward : portable::FftForward)(pool, d, plan, x.typed_data(),
+                                                          k.typed_data(), y->typed_data());
   } else {
-    portable::Forward(pool, d, x.typed_data(), k.typed_data(), y->typed_data());
+    (UseAvx2() ? avx2::Forward : portable::Forward)(pool, d, x.typed_data(), k.typed_data(),
+                                                    y->typed_data());
   }
   return ffi::Error::Success();
 }
 
+template <bool kFft>
 ffi::Error KernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
                       ffi::ResultBuffer<ffi::F32> dk, int64_t lo_h, int64_t lo_w) {
   Dims d;
-  if (auto e = ReadDims(x, *dk, lo_h, lo_w, &d); e.failure()) return e;
-  if (g.dimensions().size() != x.dimensions().size() ||
-      !std::equal(g.dimensions().begin(), g.dimensions().end(), x.dimensions().begin())) {
-    return ffi::Error::InvalidArgument("dnarch_dwconv_dk: x and g shapes differ");
-  }
-  if (UseAvx2()) {
-    avx2::KernelGrad(pool, d, x.typed_data(), g.typed_data(), dk->typed_data());
-  } else {
-    portable::KernelGrad(pool, d, x.typed_data(), g.typed_data(), dk->typed_data());
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error FftForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
-                      ffi::ResultBuffer<ffi::F32> y, int64_t lo_h, int64_t lo_w) {
-  Dims d;
-  if (auto e = ReadDims(x, k, lo_h, lo_w, &d); e.failure()) return e;
-  if (x.dimensions().size() != 3) return ffi::Error::InvalidArgument("dnarch_dwconv_fft: 1D only");
-  const FftPlan plan(FftSize(d));
-  if (UseAvx2()) {
-    avx2::FftForward(pool, d, plan, x.typed_data(), k.typed_data(), y->typed_data());
-  } else {
-    portable::FftForward(pool, d, plan, x.typed_data(), k.typed_data(), y->typed_data());
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error FftKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
-                         ffi::ResultBuffer<ffi::F32> dk, int64_t lo_h, int64_t lo_w) {
-  Dims d;
-  if (auto e = ReadDims(x, *dk, lo_h, lo_w, &d); e.failure()) return e;
-  if (x.dimensions().size() != 3) return ffi::Error::InvalidArgument("dnarch_dwconv_fft: 1D only");
+  if (auto e = ReadDims(x, *dk, lo_h, lo_w, kFft, &d); e.failure()) return e;
   if (!std::equal(g.dimensions().begin(), g.dimensions().end(), x.dimensions().begin(),
                   x.dimensions().end())) {
-    return ffi::Error::InvalidArgument("dnarch_dwconv_fft_dk: x and g shapes differ");
+    return ffi::Error::InvalidArgument("dnarch_dwconv_dk: x and g shapes differ");
   }
-  const FftPlan plan(FftSize(d));
-  if (UseAvx2()) {
-    avx2::FftKernelGrad(pool, d, plan, x.typed_data(), g.typed_data(), dk->typed_data());
+  if constexpr (kFft) {
+    const FftPlan plan(FftSize(d));
+    (UseAvx2() ? avx2::FftKernelGrad : portable::FftKernelGrad)(pool, d, plan, x.typed_data(),
+                                                                g.typed_data(), dk->typed_data());
   } else {
-    portable::FftKernelGrad(pool, d, plan, x.typed_data(), g.typed_data(), dk->typed_data());
+    (UseAvx2() ? avx2::KernelGrad : portable::KernelGrad)(pool, d, x.typed_data(),
+                                                          g.typed_data(), dk->typed_data());
   }
   return ffi::Error::Success();
 }
@@ -255,7 +235,7 @@ ffi::Error FftKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
                                     .Attr<int64_t>("lo_h")   \
                                     .Attr<int64_t>("lo_w"));
 
-DNARCH_DEFINE_HANDLER(DnarchDwconvFwd, dnarch::Forward)
-DNARCH_DEFINE_HANDLER(DnarchDwconvDk, dnarch::KernelGrad)
-DNARCH_DEFINE_HANDLER(DnarchDwconvFftFwd, dnarch::FftForward)
-DNARCH_DEFINE_HANDLER(DnarchDwconvFftDk, dnarch::FftKernelGrad)
+DNARCH_DEFINE_HANDLER(DnarchDwconvFwd, dnarch::Forward<false>)
+DNARCH_DEFINE_HANDLER(DnarchDwconvDk, dnarch::KernelGrad<false>)
+DNARCH_DEFINE_HANDLER(DnarchDwconvFftFwd, dnarch::Forward<true>)
+DNARCH_DEFINE_HANDLER(DnarchDwconvFftDk, dnarch::KernelGrad<true>)
