@@ -94,14 +94,14 @@ EPYC above; `benchmarks/conv_routes.py`-style timing of the FFI calls alone, med
 training step uncropped (784 taps) took 2165 ms with "fft" and 1020 ms with "native_fft", back
 to back on that host.
 
-Rule ("auto", CPU): where the native library loaded and there is one device, "native_fft" for 1D
-kernels past the size where it beats the direct kernel (`_native_fft_pays`: at length 784, past 117
-taps up to 241 and past 258 from there), else "native" up to 300 kernel positions; otherwise "shift"
-up to 100 positions, else "fft"; "direct" never (5-40x slower at every size measured). The native
-kernels have no sharding rule, so on a multi-device mesh XLA would gather the batch into each call:
-with several devices (the test suite's 8 fake ones included) "auto" does not pick them. The rule
-ignores batch and channels: the measurements span B=64..100 at C=140 only. GPU/TPU: unmeasured;
-CCNN's rule ("fft" once every cropped kernel side exceeds 50, else "direct").
+Rule ("auto", CPU): where the native library loaded, "native_fft" for 1D kernels past the size
+where it beats the direct kernel (`_native_fft_pays`: at length 784, past 117 taps up to 241 and
+past 258 from there), else "native" up to 300 kernel positions; otherwise "shift" up to 100
+positions, else "fft"; "direct" never (5-40x slower at every size measured). The native calls
+keep the batch's sharding (`dnarch_jax.native`: each device runs its shard, dk is summed over
+them), so the rule holds on a data-parallel mesh too. The rule ignores batch and channels: the
+measurements span B=64..100 at C=140 only. GPU/TPU: unmeasured; CCNN's rule ("fft" once every
+cropped kernel side exceeds 50, else "direct").
 
 The XLA FLOP counts the cost model mirrors are in `route_flops`; note XLA counts an FFT as
 `8 * input elements * prod_d floor(log2 n_d)` (measured on bare rfft/irfft/fft at many sizes).
@@ -509,9 +509,7 @@ def resolve_route(spatial, taps, channels, batch, causal, route="auto") -> str:
     # Unmeasured on GPU/TPU: CCNN's rule (FFT once every cropped kernel side exceeds 50).
     return "fft" if min(taps) > 50 else "direct"
   positions = math.prod(taps)
-  # The native kernels have no sharding rule: on a multi-device mesh XLA would gather the batch
-  # onto every device, so they are picked only where there is one device.
-  if native.available() and jax.device_count() == 1:
+  if native.available():
     if len(spatial) == 1 and _native_fft_pays(spatial[0], taps[0], causal):
       return "native_fft"
     if positions <= _NATIVE_MAX_POSITIONS:

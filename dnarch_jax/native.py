@@ -15,7 +15,13 @@ Both compute by direct summation (register tiles, ``csrc/depthwise_conv_kernels.
 transform (``csrc/fft_conv_kernels.inc``): ``conv``'s "native_fft" route.
 
 XLA's cost analysis counts a custom call as 0 FLOPs; ``conv.route_flops`` says what to count.
-Under ``vmap`` the calls run once per mapped element (``vmap_method="sequential"``).
+
+Sharding: each call is a ``custom_partitioning`` op whose rule keeps the batch axis as the
+operands have it (``P("data")`` under ``dnarch_jax.sharding``) and replicates the rest, so
+data-parallel training runs every device's shard through the kernels with no gather; the
+kernel gradient's per-shard sums are ``psum``-ed over the batch's mesh axes. Under ``vmap`` the
+calls run once per mapped element (``custom_batching.sequential_vmap``; ``custom_partitioning``
+has no batching rule).
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ import warnings
 
 import jax
 import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 # FFI target name -> the handler symbol csrc/depthwise_conv.cc exports.
 _TARGETS = {
@@ -74,22 +83,106 @@ def _call(target, out_shape, *args, pads):
   return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args, **_lo_attrs(pads))
 
 
-def _target(name: str, fft: bool, x) -> str:
+def _target(name: str, fft: bool, ndim: int) -> str:
   if not fft:
     return name
-  if x.ndim != 3:
-    raise ValueError(f"dnarch_jax.native: fft=True is 1D only ([B, L, C]), got shape {x.shape}")
+  if ndim != 3:
+    raise ValueError(f"dnarch_jax.native: fft=True is 1D only ([B, L, C]), got rank {ndim}")
   return name.replace("dwconv", "dwconv_fft")
+
+
+# --------------------------------------------------------------------------------------------
+# Partitioning: the batch axis keeps its sharding, every other axis is replicated.
+# --------------------------------------------------------------------------------------------
+
+
+def _batch_axes(sharding):
+  """The mesh axes the leading (batch) axis is sharded over, or None."""
+  spec = sharding.spec if isinstance(sharding, NamedSharding) else P()
+  return spec[0] if len(spec) else None
+
+
+def _batch_sharded(mesh, shape, axes) -> NamedSharding:
+  return NamedSharding(mesh, P(axes, *([None] * (len(shape) - 1))))
+
+
+def _factors(ndim: int):
+  """Shardy's factor names for x [b, *s, c] and a kernel [*t, c]: only b may stay split."""
+  spatial = [f"s{i}" for i in range(ndim - 2)]
+  x = " ".join(["b", *spatial, "c"])
+  kernel = " ".join([*(f"t{i}" for i in range(ndim - 2)), "c"])
+  return x, kernel, dict(need_replication_factors=(*spatial, "c"))
+
+
+def _forward_call(x, kernel, pads, fft):
+  return _call(_target("dnarch_dwconv_fwd", fft, x.ndim), x.shape, x, kernel, pads=pads)
+
+
+def _forward_partition(pads, fft, mesh, arg_shapes, result_shape):
+  x = arg_shapes[0]
+  x_sharding = _batch_sharded(mesh, x.shape, _batch_axes(x.sharding))
+  lower = lambda x, kernel: _forward_call(x, kernel, pads, fft)
+  return mesh, lower, x_sharding, (x_sharding, NamedSharding(mesh, P()))
+
+
+def _forward_rule(pads, fft, mesh, value_types, result_types):
+  x, kernel, options = _factors(len(value_types[0].shape))
+  return f"{x}, {kernel} -> {x}", options
+
+
+_forward = custom_partitioning(_forward_call, static_argnums=(2, 3))
+_forward.def_partition(
+  partition=_forward_partition,
+  infer_sharding_from_operands=lambda pads, fft, mesh, args, result: _batch_sharded(
+    mesh, args[0].shape, _batch_axes(args[0].sharding)
+  ),
+  sharding_rule=_forward_rule,
+)
+
+
+def _kernel_grad_call(x, g, taps, pads, fft):
+  shape = (*taps, x.shape[-1])
+  return _call(_target("dnarch_dwconv_dk", fft, x.ndim), shape, x, g, pads=pads)
+
+
+def _kernel_grad_partition(taps, pads, fft, mesh, arg_shapes, result_shape):
+  axes = _batch_axes(arg_shapes[0].sharding)
+  x_sharding = _batch_sharded(mesh, arg_shapes[0].shape, axes)
+
+  def lower(x, g):  # this shard's sum over its examples, then the sum over the shards
+    dk = _kernel_grad_call(x, g, taps, pads, fft)
+    return dk if axes is None else jax.lax.psum(dk, axes)
+
+  return mesh, lower, NamedSharding(mesh, P()), (x_sharding, x_sharding)
+
+
+def _kernel_grad_rule(taps, pads, fft, mesh, value_types, result_types):
+  x, kernel, options = _factors(len(value_types[0].shape))
+  return f"{x}, {x} -> {kernel}", options
+
+
+_kernel_grad = custom_partitioning(_kernel_grad_call, static_argnums=(2, 3, 4))
+_kernel_grad.def_partition(
+  partition=_kernel_grad_partition,
+  infer_sharding_from_operands=lambda taps, pads, fft, mesh, args, result: NamedSharding(mesh, P()),
+  sharding_rule=_kernel_grad_rule,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Public calls.
+# --------------------------------------------------------------------------------------------
 
 
 def depthwise_forward(x_BxSxC, kernel_TxC, pads, fft: bool = False) -> jax.Array:
   """Same-size depthwise cross-correlation, f32 (module docstring)."""
-  target = _target("dnarch_dwconv_fwd", fft, x_BxSxC)
-  return _call(target, x_BxSxC.shape, x_BxSxC, kernel_TxC, pads=pads)
+  _target("", fft, x_BxSxC.ndim)  # a clear error before tracing goes further
+  call = lambda x, kernel: _forward(x, kernel, pads, fft)
+  return jax.custom_batching.sequential_vmap(call)(x_BxSxC, kernel_TxC)
 
 
 def depthwise_kernel_grad(x_BxSxC, g_BxSxC, taps, pads, fft: bool = False) -> jax.Array:
   """The kernel gradient ``[*taps, C]`` of ``depthwise_forward`` for output cotangent g."""
-  shape = (*taps, x_BxSxC.shape[-1])
-  target = _target("dnarch_dwconv_dk", fft, x_BxSxC)
-  return _call(target, shape, x_BxSxC, g_BxSxC, pads=pads)
+  _target("", fft, x_BxSxC.ndim)
+  call = lambda x, g: _kernel_grad(x, g, tuple(taps), pads, fft)
+  return jax.custom_batching.sequential_vmap(call)(x_BxSxC, g_BxSxC)
