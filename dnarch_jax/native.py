@@ -21,7 +21,9 @@ operands have it (``P("data")`` under ``dnarch_jax.sharding``) and replicates th
 data-parallel training runs every device's shard through the kernels with no gather; the
 kernel gradient's per-shard sums are ``psum``-ed over the batch's mesh axes. Under ``vmap`` the
 calls run once per mapped element (``custom_batching.sequential_vmap``; ``custom_partitioning``
-has no batching rule).
+has no batching rule). A multi-device program with these calls is served by the persistent
+compilation cache across processes only where ``jax_remove_custom_partitioning_ptr_from_cache_key``
+is on, which ``dnarch`` sets (``sharding.enable_compilation_cache``; see ``_run``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import warnings
 import jax
 import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
+from jax.experimental.xla_metadata import set_xla_metadata
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -174,15 +177,22 @@ _kernel_grad.def_partition(
 # --------------------------------------------------------------------------------------------
 
 
+def _run(call, *args, **static):
+  # JAX tells custom_partitioning ops apart in the IR only by a per-process pointer, which keeps
+  # a persistent compilation cache from serving them to another process. Tagged with their
+  # static arguments, the IR says what each computes, so a cache key that leaves the pointer out
+  # (``sharding.enable_compilation_cache``) is safe for these ops.
+  with set_xla_metadata(dnarch_native=repr(sorted(static.items()))):
+    return jax.custom_batching.sequential_vmap(lambda *a: call(*a, *static.values()))(*args)
+
+
 def depthwise_forward(x_BxSxC, kernel_TxC, pads, fft: bool = False) -> jax.Array:
   """Same-size depthwise cross-correlation, f32 (module docstring)."""
   _target("", fft, x_BxSxC.ndim)  # a clear error before tracing goes further
-  call = lambda x, kernel: _forward(x, kernel, pads, fft)
-  return jax.custom_batching.sequential_vmap(call)(x_BxSxC, kernel_TxC)
+  return _run(_forward, x_BxSxC, kernel_TxC, pads=tuple(pads), fft=fft)
 
 
 def depthwise_kernel_grad(x_BxSxC, g_BxSxC, taps, pads, fft: bool = False) -> jax.Array:
   """The kernel gradient ``[*taps, C]`` of ``depthwise_forward`` for output cotangent g."""
   _target("", fft, x_BxSxC.ndim)
-  call = lambda x, g: _kernel_grad(x, g, tuple(taps), pads, fft)
-  return jax.custom_batching.sequential_vmap(call)(x_BxSxC, g_BxSxC)
+  return _run(_kernel_grad, x_BxSxC, g_BxSxC, taps=tuple(taps), pads=tuple(pads), fft=fft)

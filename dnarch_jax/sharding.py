@@ -53,6 +53,10 @@ def enable_compilation_cache(directory: str | None = None) -> None:
   if directory:
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # On a multi-device mesh the native convs are custom_partitioning ops, which JAX keys by a
+    # per-process pointer unless told to leave it out: safe here, as the ops carry their static
+    # arguments in the IR (dnarch_jax.native._run) and dnarch runs no others.
+    jax.config.update("jax_remove_custom_partitioning_ptr_from_cache_key", True)
 
 
 def make_mesh(devices=None) -> Mesh:

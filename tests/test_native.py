@@ -1,6 +1,10 @@
 """The native (C++, XLA FFI) conv routes, direct and FFT: built, exact, composable, sharded,
 chosen, counted."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,3 +145,39 @@ def test_flops_count_native_routes_as_their_xla_twins():
   assert on("native") != on("shift")
   native_count = xla_forward_flops(cfg, variables, on("native"), 4)
   assert native_count == xla_forward_flops(cfg, variables, on("shift"), 4) > 0
+
+
+_CACHE_SCRIPT = """
+import sys
+import jax, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+from dnarch_jax import conv, sharding
+sharding.enable_compilation_cache(sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+hits = []
+jax.monitoring.register_event_listener(
+  lambda event, **_: hits.append(1) if event == "/jax/compilation_cache/cache_hits" else None
+)
+mesh = jax.make_mesh((8,), ("data",))
+x = jax.device_put(np.ones((16, 30, 8), np.float32), NamedSharding(mesh, PartitionSpec("data")))
+causal = sys.argv[2] == "causal"
+f = jax.jit(lambda x, k: conv.depthwise_conv(x, k, causal=causal, route="native"))
+y = np.asarray(f(x, np.arange(56, dtype=np.float32).reshape(7, 8)))
+print(len(hits), float(y[0, 0, 0]))
+"""
+
+
+def test_sharded_native_calls_are_served_by_the_persistent_cache_across_processes(tmp_path):
+  # JAX keys custom_partitioning ops by a per-process pointer; dnarch's cache leaves it out, and
+  # the ops' static arguments (here causal vs centred pads, same shapes) keep programs apart.
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  run = lambda pads: subprocess.run(
+    [sys.executable, "-c", _CACHE_SCRIPT, str(tmp_path), pads],
+    env=env,
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout.split()
+  first, again, other = run("causal"), run("causal"), run("centred")
+  assert (first[0], again[0], other[0]) == ("0", "1", "0")
+  assert first[1] == again[1] != other[1]  # the centred program computed its own output
