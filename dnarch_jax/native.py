@@ -2,7 +2,8 @@
 
 ``pip install`` compiles them into ``dnarch_jax/_native_conv*.so`` (setup.py; optional, so an
 install without a C++ compiler still works). ``available()`` says whether the library loaded;
-``dnarch_jax.conv``'s "native" route uses it and runs as "shift" where it cannot.
+``dnarch_jax.conv``'s "native" and "native_fft" routes use it and run as "shift" and "fft"
+where they cannot.
 
 The calls are plain (no VJP; ``conv`` defines it) and f32 only:
 
@@ -186,13 +187,18 @@ def _run(call, *args, **static):
     return jax.custom_batching.sequential_vmap(lambda *a: call(*a, *static.values()))(*args)
 
 
+def _static_pads(pads) -> tuple[tuple[int, int], ...]:
+  return tuple((int(lo), int(hi)) for lo, hi in pads)  # hashable, for custom_partitioning
+
+
 def depthwise_forward(x_BxSxC, kernel_TxC, pads, fft: bool = False) -> jax.Array:
   """Same-size depthwise cross-correlation, f32 (module docstring)."""
   _target("", fft, x_BxSxC.ndim)  # a clear error before tracing goes further
-  return _run(_forward, x_BxSxC, kernel_TxC, pads=tuple(pads), fft=fft)
+  return _run(_forward, x_BxSxC, kernel_TxC, pads=_static_pads(pads), fft=fft)
 
 
 def depthwise_kernel_grad(x_BxSxC, g_BxSxC, taps, pads, fft: bool = False) -> jax.Array:
   """The kernel gradient ``[*taps, C]`` of ``depthwise_forward`` for output cotangent g."""
   _target("", fft, x_BxSxC.ndim)
-  return _run(_kernel_grad, x_BxSxC, g_BxSxC, taps=tuple(taps), pads=tuple(pads), fft=fft)
+  pads = _static_pads(pads)
+  return _run(_kernel_grad, x_BxSxC, g_BxSxC, taps=tuple(map(int, taps)), pads=pads, fft=fft)
