@@ -115,6 +115,25 @@ def test_native_fft_runs_2d_as_fft():
   np.testing.assert_array_equal(y, jax.jit(_conv("fft", False))(x, k))
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_fft_of_a_kernel_longer_than_twice_the_input_matches_direct(causal):
+  # conv crops such kernels first. Called directly, the FFT's size (16 + 5 -> 32) is below the
+  # 33 taps, so two lags share a slot; both must be out of reach and add nothing.
+  rng = np.random.default_rng(7)
+  x, g = rng.standard_normal((2, 2, 5, 16)).astype(np.float32)
+  k = rng.standard_normal((33, 16)).astype(np.float32)
+  pads = ((32, 0),) if causal else ((16, 16),)
+  for fft in (False, True):
+    got = (
+      native.depthwise_forward(x, k, pads, fft),
+      native.depthwise_kernel_grad(x, g, (33,), pads, fft),
+    )
+    if not fft:
+      want = got
+  for a, b in zip(got, want, strict=True):
+    assert rel_err(a, b) < 1e-5
+
+
 def test_fft_is_1d_only():
   with pytest.raises(ValueError, match="1D only"):
     native.depthwise_forward(jnp.zeros((1, 4, 4, 8)), jnp.zeros((3, 3, 8)), ((1, 1),) * 2, True)

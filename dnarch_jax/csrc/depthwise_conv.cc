@@ -131,7 +131,9 @@ struct FftPlan {
 };
 
 // The transform size of a 1D FFT convolution: a power of two past the signal and the kernel's
-// longer side, so the circular product wraps onto no output (and no kernel lag).
+// longer side, so the circular product wraps onto no output. A kernel longer than that has lags
+// that share a slot mod M, but then both lie out of reach of every output and of the input, so
+// they add nothing, as in the exact sum.
 int64_t FftSize(const Dims& d) {
   const int64_t need = d.W + std::max(d.lo_w, d.TW - 1 - d.lo_w);
   int64_t m = 2;
