@@ -468,7 +468,10 @@ def _native_conv_bwd(pads, fft, res, g):
 _native_conv.defvjp(_native_conv_fwd, _native_conv_bwd)
 
 
-def _native_runs(dtype) -> bool:
+def _native_runs(route: str, dtype, ndim: int) -> bool:
+  """Whether ``route`` is a native one that can run here (else its XLA twin runs instead)."""
+  if route not in ("native", "native_fft") or (route == "native_fft" and ndim != 3):
+    return False
   return native.available() and dtype == jnp.float32 and jax.default_backend() == "cpu"
 
 
@@ -490,9 +493,9 @@ def depthwise_conv(x, kernel, *, causal: bool, route: str = "auto") -> jax.Array
   pads = _pads(kernel.shape[:-1], causal)
   if r == "direct":
     return _direct(x, kernel, pads)
-  if r in ("native", "native_fft") and _native_runs(dtype) and (r == "native" or x.ndim == 3):
+  if _native_runs(r, dtype, x.ndim):
     return _native_conv(x, kernel, pads, r == "native_fft")
-  if r in ("fft", "native_fft"):  # "native_fft" runs as "fft" where it cannot run (2D included)
+  if xla_countable_route(r) == "fft":  # "fft", or "native_fft" where it cannot run (2D included)
     return _fft_conv(x, kernel, pads)
   return _shift_conv(x, kernel, pads)  # "shift", or "native" where it cannot run
 
@@ -530,7 +533,7 @@ def _native_fft_pays(length: int, taps: int, causal: bool) -> bool:
   multiply-adds, the FFT ~M log2(M) / length, and 9x the latter matched the former where they
   were measured equal (length 784: 129 taps, M 1024; 257 taps, M 2048; module docstring)."""
   lo, hi = _pads((taps,), causal)[0]
-  m = 1 << max(1, math.ceil(math.log2(length + max(lo, hi))))
+  m = 1 << max(1, math.ceil(math.log2(length + max(lo, hi))))  # csrc's FftSize
   return 9 * m * math.log2(m) / length < taps
 
 

@@ -87,12 +87,8 @@ def _call(target, out_shape, *args, pads):
   return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args, **_lo_attrs(pads))
 
 
-def _target(name: str, fft: bool, ndim: int) -> str:
-  if not fft:
-    return name
-  if ndim != 3:
-    raise ValueError(f"dnarch_jax.native: fft=True is 1D only ([B, L, C]), got rank {ndim}")
-  return name.replace("dwconv", "dwconv_fft")
+def _target(name: str, fft: bool) -> str:
+  return name.replace("dwconv", "dwconv_fft") if fft else name
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,6 +106,11 @@ def _batch_sharded(mesh, shape, axes) -> NamedSharding:
   return NamedSharding(mesh, P(axes, *([None] * (len(shape) - 1))))
 
 
+def _as_batch_sharded(mesh, arg) -> NamedSharding:
+  """``arg``'s sharding of its batch axis, every other axis replicated."""
+  return _batch_sharded(mesh, arg.shape, _batch_axes(arg.sharding))
+
+
 def _factors(ndim: int):
   """Shardy's factor names for x [b, *s, c] and a kernel [*t, c]: only b may stay split."""
   spatial = [f"s{i}" for i in range(ndim - 2)]
@@ -119,12 +120,11 @@ def _factors(ndim: int):
 
 
 def _forward_call(x, kernel, pads, fft):
-  return _call(_target("dnarch_dwconv_fwd", fft, x.ndim), x.shape, x, kernel, pads=pads)
+  return _call(_target("dnarch_dwconv_fwd", fft), x.shape, x, kernel, pads=pads)
 
 
 def _forward_partition(pads, fft, mesh, arg_shapes, result_shape):
-  x = arg_shapes[0]
-  x_sharding = _batch_sharded(mesh, x.shape, _batch_axes(x.sharding))
+  x_sharding = _as_batch_sharded(mesh, arg_shapes[0])
   lower = lambda x, kernel: _forward_call(x, kernel, pads, fft)
   return mesh, lower, x_sharding, (x_sharding, NamedSharding(mesh, P()))
 
@@ -137,8 +137,8 @@ def _forward_rule(pads, fft, mesh, value_types, result_types):
 _forward = custom_partitioning(_forward_call, static_argnums=(2, 3))
 _forward.def_partition(
   partition=_forward_partition,
-  infer_sharding_from_operands=lambda pads, fft, mesh, args, result: _batch_sharded(
-    mesh, args[0].shape, _batch_axes(args[0].sharding)
+  infer_sharding_from_operands=lambda pads, fft, mesh, args, result: _as_batch_sharded(
+    mesh, args[0]
   ),
   sharding_rule=_forward_rule,
 )
@@ -146,12 +146,12 @@ _forward.def_partition(
 
 def _kernel_grad_call(x, g, taps, pads, fft):
   shape = (*taps, x.shape[-1])
-  return _call(_target("dnarch_dwconv_dk", fft, x.ndim), shape, x, g, pads=pads)
+  return _call(_target("dnarch_dwconv_dk", fft), shape, x, g, pads=pads)
 
 
 def _kernel_grad_partition(taps, pads, fft, mesh, arg_shapes, result_shape):
   axes = _batch_axes(arg_shapes[0].sharding)
-  x_sharding = _batch_sharded(mesh, arg_shapes[0].shape, axes)
+  x_sharding = _as_batch_sharded(mesh, arg_shapes[0])
 
   def lower(x, g):  # this shard's sum over its examples, then the sum over the shards
     dk = _kernel_grad_call(x, g, taps, pads, fft)
@@ -178,13 +178,17 @@ _kernel_grad.def_partition(
 # --------------------------------------------------------------------------------------------
 
 
-def _run(call, *args, **static):
+def _run(name: str, partitioned, args, static: tuple, fft: bool):
+  """``partitioned(*args, *static, fft)``, vmappable, tagged for the compilation cache."""
+  if fft and args[0].ndim != 3:
+    raise ValueError(f"dnarch_jax.native: fft=True is 1D only ([B, L, C]), got {args[0].shape}")
   # JAX tells custom_partitioning ops apart in the IR only by a per-process pointer, which keeps
   # a persistent compilation cache from serving them to another process. Tagged with their
   # static arguments, the IR says what each computes, so a cache key that leaves the pointer out
   # (``sharding.enable_compilation_cache``) is safe for these ops.
-  with set_xla_metadata(dnarch_native=repr(sorted(static.items()))):
-    return jax.custom_batching.sequential_vmap(lambda *a: call(*a, *static.values()))(*args)
+  with set_xla_metadata(dnarch_native=repr((name, *static, fft))):
+    call = lambda *a: partitioned(*a, *static, fft)
+    return jax.custom_batching.sequential_vmap(call)(*args)
 
 
 def _static_pads(pads) -> tuple[tuple[int, int], ...]:
@@ -193,12 +197,10 @@ def _static_pads(pads) -> tuple[tuple[int, int], ...]:
 
 def depthwise_forward(x_BxSxC, kernel_TxC, pads, fft: bool = False) -> jax.Array:
   """Same-size depthwise cross-correlation, f32 (module docstring)."""
-  _target("", fft, x_BxSxC.ndim)  # a clear error before tracing goes further
-  return _run(_forward, x_BxSxC, kernel_TxC, pads=_static_pads(pads), fft=fft)
+  return _run("forward", _forward, (x_BxSxC, kernel_TxC), (_static_pads(pads),), fft)
 
 
 def depthwise_kernel_grad(x_BxSxC, g_BxSxC, taps, pads, fft: bool = False) -> jax.Array:
   """The kernel gradient ``[*taps, C]`` of ``depthwise_forward`` for output cotangent g."""
-  _target("", fft, x_BxSxC.ndim)
-  pads = _static_pads(pads)
-  return _run(_kernel_grad, x_BxSxC, g_BxSxC, taps=tuple(map(int, taps)), pads=pads, fft=fft)
+  static = (tuple(map(int, taps)), _static_pads(pads))
+  return _run("kernel_grad", _kernel_grad, (x_BxSxC, g_BxSxC), static, fft)
