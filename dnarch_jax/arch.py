@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import conv, cost, grids, masks
+from dnarch_jax import conv, cost, grids, masks, search_space
 from dnarch_jax.channels import Channels
 from dnarch_jax.channels import count as channel_count
 from dnarch_jax.config import ModelConfig
@@ -136,6 +135,17 @@ def arch_params(params) -> dict:
   return out
 
 
+def flat_arch_params(params) -> dict[str, float | list[float]]:
+  """The architecture parameters as ``{"block_0/conv/arch_sigma": [0.075, 0.075], ...}`` (plain
+  floats, for ``metrics.jsonl``); a parameter with one value gives a float."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(arch_params(params))[0]:
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    values = np.asarray(leaf, np.float64)
+    out[name] = float(values) if values.ndim == 0 else [float(v) for v in values]
+  return out
+
+
 def initial_arch_params(cfg: ModelConfig) -> dict:
   """The architecture parameters' initial values, as the model's initialisers set them."""
   d = cfg.ndim
@@ -190,19 +200,38 @@ def kept_channels(param, cfg: ModelConfig, count: int) -> Channels:
   not its size, is what changes)."""
   if cfg.width_mask == "scaled_sigmoid_gate":
     return masks.scaled_sigmoid_gate_kept(param, cfg.width_gate_delta, cfg.threshold)
-  e = masks.sigmoid_cutoff_extent(float(param), cfg.width_temperature, cfg.threshold)
+  return width_count(float(param), cfg, count)
+
+
+def width_count(cutoff, cfg: ModelConfig, count: int):
+  """Channels an ordered width mask keeps, rounded up to the width bucket (host or traced)."""
+  e = masks.sigmoid_cutoff_extent(cutoff, cfg.width_temperature, cfg.threshold)
   return round_up(kept_count(e, count), cfg.width_bucket, count)
 
 
 def soft_width(param, cfg: ModelConfig, count: int):
-  """Differentiable width: the sum of the (unthresholded) width mask over all ``count``."""
+  """The loss's width: the kept count (:func:`kept_channels`) as its value, with the gradient of
+  the continuous count ``extent * (count - 1) + 1`` (ordered mask) or of the sum of the gates."""
   if cfg.width_mask == "scaled_sigmoid_gate":
-    return jnp.sum(masks.scaled_sigmoid_gate(param, cfg.width_gate_delta))
-  u = jnp.asarray(index_coordinates(count), jnp.float32)
-  return jnp.sum(masks.sigmoid_cutoff(u, param, cfg.width_temperature))
+    gates = masks.scaled_sigmoid_gate(param, cfg.width_gate_delta)
+    kept = jnp.maximum(jnp.sum(gates >= cfg.threshold), 1)
+    return straight_through(kept, jnp.sum(gates))
+  e = masks.sigmoid_cutoff_extent(param, cfg.width_temperature, cfg.threshold)
+  return straight_through(width_count(param, cfg, count), e * max(count - 1, 1) + 1)
+
+
+def straight_through(value, relaxed):
+  """``value`` in the forward pass, the gradient of ``relaxed`` in the backward pass.
+
+  The loss's cost model sees the integer sizes of the crop that runs (so the budget term acts on
+  the cost actually computed) and differentiates their continuous relaxation [design].
+  """
+  return relaxed + jax.lax.stop_gradient(value - relaxed)
 
 
 # --- extents -> integer sizes ------------------------------------------------------------------
+# Each works on host floats (returning ints, for the static Arch) and on traced JAX scalars (the
+# loss's cost model counts the crop the current mask parameters give with the same arithmetic).
 
 
 def index_coordinates(count: int) -> np.ndarray:
@@ -210,13 +239,17 @@ def index_coordinates(count: int) -> np.ndarray:
   return np.arange(count) / max(count - 1, 1)
 
 
-def kept_count(extent: float, count: int) -> int:
+def kept_count(extent, count: int):
   """Elements with ``u_i <= extent``; never fewer than 1 (the first element is always kept)."""
-  return int(np.clip(np.floor(extent * max(count - 1, 1) + 1e-9) + 1, 1, count))
+  xp = masks.array_module(extent)
+  n = xp.clip(xp.floor(extent * max(count - 1, 1) + 1e-9) + 1, 1, count)
+  return int(n) if xp is np else n
 
 
-def round_up(value: int, bucket: int, limit: int) -> int:
-  return min(limit, bucket * math.ceil(value / bucket))
+def round_up(value, bucket: int, limit: int):
+  xp = masks.array_module(value)
+  out = xp.minimum(limit, bucket * xp.ceil(value / bucket))
+  return int(out) if xp is np else out
 
 
 def resolution_extent(cutoff, cfg: ModelConfig, axis: int):
@@ -231,14 +264,27 @@ def ramp_width(cfg: ModelConfig, axis: int) -> float:
   return cfg.resolution_ramp / (cfg.input_size[axis] / 2)
 
 
+def resolution_size(cutoff, cfg: ModelConfig, axis: int):
+  """Even size along ``axis`` keeping every frequency whose mask is >= t, rounded up to the
+  bucket (host or traced)."""
+  big_n = cfg.input_size[axis]
+  e = resolution_extent(cutoff, cfg, axis)
+  xp = masks.array_module(e)
+  size = xp.clip(2 * xp.floor(e * big_n / 2 + 1e-9), cfg.resolution_bucket, big_n)
+  return round_up(size, cfg.resolution_bucket, big_n)
+
+
 def block_resolution(cutoff_D, cfg: ModelConfig) -> tuple[int, ...]:
-  """Even size per axis keeping every frequency whose mask is >= t, rounded up to the bucket."""
-  sizes = []
-  for axis, big_n in enumerate(cfg.input_size):
-    k_max = math.floor(float(resolution_extent(cutoff_D[axis], cfg, axis)) * big_n / 2 + 1e-9)
-    size = int(np.clip(2 * k_max, cfg.resolution_bucket, big_n))
-    sizes.append(round_up(size, cfg.resolution_bucket, big_n))
-  return tuple(sizes)
+  """The resolution a block's mask parameters give, per axis."""
+  return tuple(resolution_size(float(cutoff_D[axis]), cfg, axis) for axis in range(cfg.ndim))
+
+
+def depth_kept(cutoff, cfg: ModelConfig):
+  """Per block, whether the depth mask keeps it (``u_l <= extent``; block 0 always)."""
+  e = masks.sigmoid_cutoff_extent(cutoff, cfg.depth_temperature, cfg.threshold)
+  xp = masks.array_module(e)
+  kept = index_coordinates(cfg.num_blocks) <= e + 1e-12
+  return xp.where(np.arange(cfg.num_blocks) == 0, True, kept)
 
 
 def conv_taps(sigma_D, cfg: ModelConfig, resolution, crop: bool) -> tuple[int, ...]:
@@ -250,7 +296,7 @@ def conv_taps(sigma_D, cfg: ModelConfig, resolution, crop: bool) -> tuple[int, .
     if not (crop and cfg.learn_kernel):
       taps.append(limit)
       continue
-    radius = float(masks.gaussian_radius(np.asarray(sigma_D[axis]), cfg.threshold))
+    radius = masks.gaussian_radius(float(sigma_D[axis]), cfg.threshold)
     k = grids.crop_taps(radius, n, big_n, m, cfg.causal)
     taps.append(grids.bucket_taps(k, cfg.kernel_bucket, limit))
   return tuple(taps)
@@ -276,16 +322,13 @@ def compute_arch(
   """
   p = arch_params(arch_params_tree)
   get = lambda *keys: _lookup(p, keys)
-  t = cfg.threshold
 
   def width(param, count) -> Channels:
     return kept_channels(param, cfg, count) if crop and cfg.learn_width else count
 
   stream = width(get(width_param(cfg, "stream")), cfg.width)
   if cfg.learn_depth:
-    e = masks.sigmoid_cutoff_extent(float(get("arch_depth_cutoff")), cfg.depth_temperature, t)
-    gate_kept = index_coordinates(cfg.num_blocks) <= e + 1e-12
-    gate_kept[0] = True
+    gate_kept = depth_kept(float(get("arch_depth_cutoff")), cfg)
   else:
     gate_kept = np.ones(cfg.num_blocks, bool)
 
@@ -336,6 +379,58 @@ def initial_arch(cfg: ModelConfig, batch_size: int = 1, crop: bool = True) -> Ar
   return compute_arch(initial_arch_params(cfg), cfg, batch_size, crop)
 
 
+# --- bucket boundaries, for plots of the parameters' trajectories ------------------------------
+
+
+def _crop_size_fn(name: str, cfg: ModelConfig, arch: Arch) -> Callable[[float, int], int] | None:
+  """``size(value, axis)``: the integer size the parameter at flat ``name`` crops to at
+  ``value`` (the other axes at the same value; resolutions as in ``arch``); ``None`` for
+  per-channel gates, which have no size of their own."""
+  leaf, layer = name.rsplit("/", 1)[-1], name.split("/", 1)[0]
+  if leaf == "arch_sigma":
+    resolution = cfg.input_size if layer == "stem_conv" else arch.blocks[int(layer[6:])].resolution
+    return lambda v, a: conv_taps([v] * cfg.ndim, cfg, resolution, crop=True)[a]
+  if leaf in ("arch_stream_cutoff", "arch_hidden_cutoff"):
+    count = cfg.width if leaf == "arch_stream_cutoff" else cfg.hidden_width
+    return lambda v, a: width_count(v, cfg, count)
+  if leaf == "arch_resolution_cutoff":
+    return lambda v, a: resolution_size(v, cfg, a)
+  if leaf == "arch_depth_cutoff":
+    return lambda v, a: int(np.sum(depth_kept(v, cfg)))
+  return None
+
+
+def bucket_boundaries(params, cfg: ModelConfig, arch: Arch, samples: int = 256) -> dict:
+  """Where each architecture parameter's crop changes: ``{flat name: [{"at": [v_1, ...],
+  "sizes": [s_0, s_1, ...]}, ...one per axis]}``, sizes ``s_i`` between the values ``v_i`` over
+  the parameter's box (``search_space.bounds``), with the kernels' resolutions of ``arch``.
+  Found by a sweep then bisection (every size is monotone in its parameter)."""
+  out = {}
+  for name, value in flat_arch_params(params).items():
+    size = _crop_size_fn(name, cfg, arch)
+    if size is None:
+      continue
+    low, high = (
+      np.broadcast_to(b, np.shape(value)) for b in search_space.bounds(name.rsplit("/", 1)[-1], cfg)
+    )
+    axes = []
+    for a in range(max(1, np.size(value))):
+      lo, hi = float(np.ravel(low)[a]), float(np.ravel(high)[a])
+      grid = np.linspace(lo, hi, samples)
+      sizes = [size(v, a) for v in grid]
+      at, kept = [], [sizes[0]]
+      for i in np.flatnonzero(np.diff(sizes)):
+        left, right = grid[i], grid[i + 1]
+        for _ in range(30):
+          mid = (left + right) / 2
+          left, right = (mid, right) if size(mid, a) == sizes[i] else (left, mid)
+        at.append(float(right))
+        kept.append(sizes[i + 1])
+      axes.append({"at": at, "sizes": [int(k) for k in kept]})
+    out[name] = axes
+  return out
+
+
 # --- sizes for the cost model ------------------------------------------------------------------
 
 
@@ -372,58 +467,82 @@ def arch_sizes(arch: Arch, cfg: ModelConfig, batch_size: int) -> cost.NetworkSiz
   return _network_sizes(cfg, batch_size, arch.stream_width, stem, blocks)
 
 
-def soft_kernel_taps(sigma_D, kernel_grid, input_size, resolution=None, causal=False):
-  """Differentiable kernel size per axis: the gaussian mask's sum over the input-resolution grid,
-  scaled by ``resolution / input_size`` (a block at half resolution samples half as densely).
+def soft_kernel_taps(
+  sigma_D, kernel_grid, input_size, resolution=None, causal=False, threshold=0.1, bucket=1
+):
+  """Differentiable kernel size per axis for a cost term: the taps of the layer's crop (the
+  gaussian's extent on the grid at ``resolution``, rounded up to ``bucket``) as the value, with
+  the gradient of the extent's continuous tap count (straight-through) [design].
 
   ``sigma_D`` is a layer's ``arch_sigma``; the other arguments are those of the layer (and the
-  resolution it runs at, the input's by default). Use it to build a cost term for your own model.
+  resolution it runs at, the input's by default; it may be a traced size). Use it to build a cost
+  term for your own model: its value is what ``crop_taps`` gives the host.
   """
   resolution = input_size if resolution is None else resolution
   out = []
   for axis, m in enumerate(resolution):
     n, big_n = kernel_grid[axis], input_size[axis]
-    full = grids.max_taps(n, big_n, big_n, causal)
-    p = jnp.asarray(grids.tap_positions(n, big_n, big_n, full, causal))[:, None]
-    mu = jnp.full((1,), 1.0 if causal else 0.0)
-    out.append(jnp.sum(masks.gaussian(p, mu, sigma_D[axis][None])) * m / big_n)
+    radius = masks.gaussian_radius(jnp.asarray(sigma_D[axis], jnp.float32), threshold)
+    limit = grids.max_taps(n, big_n, m, causal)
+    taps = grids.bucket_taps(grids.crop_taps(radius, n, big_n, m, causal), bucket, limit)
+    out.append(straight_through(taps, grids.relaxed_taps(radius, n, big_n, m, causal)))
+  return tuple(out)
+
+
+def soft_depth_gates(cutoff, cfg: ModelConfig):
+  """The loss's depth gates: 1 for a kept block and 0 for a skipped one, with the gradient of a
+  unit ramp per block in the continuous block count ``extent * (L - 1) + 1`` (block ``l`` goes
+  from off to on as the count goes from ``l`` to ``l + 1``; its ends included, so the gate at the
+  edge of the kept blocks is never flat) [design]."""
+  e = masks.sigmoid_cutoff_extent(cutoff, cfg.depth_temperature, cfg.threshold)
+  z = e * max(cfg.num_blocks - 1, 1) + 1 - jnp.arange(cfg.num_blocks)
+  # The last block's ramp goes on above 1: the cutoff's box reaches past the extent of the last
+  # block (dnarch_jax.search_space), and the cost must pull it back from there too.
+  last = jnp.arange(cfg.num_blocks) == cfg.num_blocks - 1
+  on_ramp = jax.lax.stop_gradient(((z >= 0) & ((z <= 1) | last)).astype(jnp.float32))
+  relaxed = jax.lax.stop_gradient(jnp.clip(z, 0, 1)) + on_ramp * (z - jax.lax.stop_gradient(z))
+  kept = depth_kept(cutoff, cfg).astype(jnp.float32)
+  gates = straight_through(kept, relaxed)
+  return [gates[l] if l else jnp.ones(()) for l in range(cfg.num_blocks)]
+
+
+def soft_resolution(cutoff_D, cfg: ModelConfig):
+  """The loss's resolution per axis: the crop's even size (:func:`resolution_size`) as the
+  value, with the gradient of the continuous size ``extent * N``."""
+  out = []
+  for axis, big_n in enumerate(cfg.input_size):
+    e = resolution_extent(cutoff_D[axis], cfg, axis)
+    out.append(straight_through(resolution_size(cutoff_D[axis], cfg, axis), e * big_n))
   return tuple(out)
 
 
 def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.NetworkSizes:
-  """Differentiable sizes from the mask parameters in ``params`` (METHOD.md §6, [design]).
+  """Sizes for the loss's cost term, differentiable in the mask parameters (METHOD.md §6).
 
-  Soft width = sum of the width mask; soft depth gate = the unthresholded gate; soft resolution
-  per axis = ``2 * sum_{k=1}^{N/2} m(k / (N/2))`` (N when the mask is 1 everywhere, 2 k_c for a
-  sharp cutoff at bin k_c); soft kernel taps per axis = sum of the gaussian mask over the
-  input-resolution grid, scaled by the block's resolution over the input's (sampling density).
-  The convolution route of each layer is the one ``arch`` uses.
+  [design] Every size's *value* is the integer size of the crop the current mask parameters give
+  (what :func:`compute_arch` would return for them: kernel taps, widths and resolutions rounded up
+  to their buckets, 0/1 depth gates), so the cost the budget term sees is the cost of the network
+  that runs, not a sum of mask values (which read 0.6x the cropped cost). Its *gradient* is that
+  of each mask's continuous extent (straight-through): taps ``1 + 2 r / step`` (causal
+  ``1 + r / step``), widths ``extent * (C - 1) + 1``, resolutions ``extent * N``, a unit ramp per
+  block for depth, and the sum of the gates for DNAL's per-channel gates. The convolution route of
+  each layer is the one ``arch`` uses; ``arch`` also gives the sizes of dimensions not learned.
   """
   get = lambda *keys: _lookup(params, keys)
+  grid = [cfg.grid_size(a) for a in range(cfg.ndim)]
 
   def soft_taps(sigma_D, resolution, taps_if_fixed):
     if not cfg.learn_kernel:
       return taps_if_fixed
-    grid = [cfg.grid_size(a) for a in range(cfg.ndim)]
-    return soft_kernel_taps(sigma_D, grid, cfg.input_size, resolution, cfg.causal)
-
-  def soft_resolution(cutoff_D):
-    out = []
-    for axis, big_n in enumerate(cfg.input_size):
-      u = jnp.arange(1, big_n // 2 + 1, dtype=jnp.float32) / (big_n / 2)
-      if cfg.resolution_mask == "ramp":
-        m = masks.ramp(u, cutoff_D[axis], ramp_width(cfg, axis))
-      else:
-        m = masks.sigmoid_cutoff(u, cutoff_D[axis], cfg.resolution_temperature)
-      out.append(2.0 * jnp.sum(m))
-    return tuple(out)
+    return soft_kernel_taps(
+      sigma_D, grid, cfg.input_size, resolution, cfg.causal, cfg.threshold, cfg.kernel_bucket
+    )
 
   stream = (
     soft_width(get(width_param(cfg, "stream")), cfg, cfg.width) if cfg.learn_width else cfg.width
   )
   if cfg.learn_depth:
-    u = jnp.asarray(index_coordinates(cfg.num_blocks), jnp.float32)
-    gates = masks.sigmoid_cutoff(u, get("arch_depth_cutoff"), cfg.depth_temperature)
+    gates = soft_depth_gates(get("arch_depth_cutoff"), cfg)
   else:
     gates = [1.0] * cfg.num_blocks
   stem_taps = soft_taps(get("stem_conv", "arch_sigma"), cfg.input_size, arch.stem.taps)
@@ -431,9 +550,11 @@ def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.Ne
   blocks, current = [], tuple(cfg.input_size)
   for l, b in enumerate(arch.blocks):
     if cfg.learn_resolution:
-      resolution = soft_resolution(get(f"block_{l}", "arch_resolution_cutoff"))
+      resolution = soft_resolution(get(f"block_{l}", "arch_resolution_cutoff"), cfg)
       resample_from = current
-      current = resolution
+      # A skipped block leaves the resolution as it was (as compute_arch does).
+      kept = jax.lax.stop_gradient(jnp.asarray(gates[l]))
+      current = tuple(kept * r + (1 - kept) * c for r, c in zip(resolution, current, strict=True))
     else:
       resolution, resample_from = tuple(cfg.input_size), None
     hidden = (

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import cost
+from dnarch_jax import cost, search_space
 from dnarch_jax.arch import Arch, arch_sizes, compute_arch
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.optim import is_arch_param
@@ -28,17 +28,17 @@ def arch_cost(arch: Arch, cfg: ModelConfig, batch_size: int, metric: str) -> flo
   return float(cost.params(sizes) if metric == "params" else cost.flops(sizes))
 
 
-def extreme_params(params, largest: bool):
+def extreme_params(params, cfg: ModelConfig, largest: bool):
   """Mask parameters at the largest (every tap, channel, block and frequency) or the smallest
-  reachable architecture (1 tap, 1 channel, 1 block, lowest resolution); weights unchanged."""
+  reachable architecture (1 tap, 1 channel, 1 block, lowest resolution): the ends of their boxes
+  (``dnarch_jax.search_space``; DNAL's unbounded gate logits at +-100); weights unchanged."""
 
   def extreme(path, leaf):
     if not is_arch_param(path):
       return leaf
-    name = _name(path)
-    if name == "arch_sigma":
-      return jnp.full_like(leaf, 100.0 if largest else 1e-4)
-    return jnp.full_like(leaf, 100.0 if largest else -100.0)
+    low, high = search_space.bounds(_name(path), cfg)
+    end = np.clip(high if largest else low, -100.0, 100.0)
+    return jnp.broadcast_to(jnp.asarray(end, leaf.dtype), leaf.shape)
 
   return jax.tree_util.tree_map_with_path(extreme, params)
 
@@ -63,12 +63,12 @@ def _keep_largest(s, low, fraction: float):
 
 def maximal_cost(params, cfg: ModelConfig, batch_size: int, metric: str) -> float:
   """Cost of the maximal network: every dimension at its maximum."""
-  arch = compute_arch(extreme_params(params, largest=True), cfg, batch_size)
+  arch = compute_arch(extreme_params(params, cfg, largest=True), cfg, batch_size)
   return arch_cost(arch, cfg, batch_size, metric)
 
 
 def minimal_cost(params, cfg: ModelConfig, batch_size: int, metric: str) -> float:
-  arch = compute_arch(extreme_params(params, largest=False), cfg, batch_size)
+  arch = compute_arch(extreme_params(params, cfg, largest=False), cfg, batch_size)
   return arch_cost(arch, cfg, batch_size, metric)
 
 
@@ -107,7 +107,7 @@ def project_to_budget(
   if arch_cost(arch, cfg, batch_size, metric) <= budget:
     return params, arch
   host = jax.device_get(params)
-  low = extreme_params(host, largest=False)
+  low = extreme_params(host, cfg, largest=False)
 
   def towards_low(path, a, b, t):
     b = np.asarray(b)

@@ -300,8 +300,10 @@ def optim_block(
   ``arch_lr_factor`` multiplies ``lr`` for the architecture parameters. CCNN meant 0.1 for its
   mask parameters but its filter matched none, so its released runs used 1.0 (METHOD.md §7);
   the factor is explicit in every config. ``arch_lr`` (None) sets the architecture's rate
-  outright. ``l2_regulariser`` is CCNN's: ``weight_decay`` weighs the sum of the L2 norms of the
-  weights and sampled kernels, and AdamW's own decay is 0 (as in CCNN's runs).
+  outright (a fraction of each dimension's range per step: ``dnarch_jax.search_space``);
+  ``arch_warmup_epochs`` (None: the weights' ``warmup_epochs``) its own linear warm-up.
+  ``l2_regulariser`` is CCNN's: ``weight_decay`` weighs the sum of the L2 norms of the weights
+  and sampled kernels, and AdamW's own decay is 0 (as in CCNN's runs).
   """
   return ml_collections.ConfigDict(
     dict(
@@ -311,6 +313,7 @@ def optim_block(
       epochs=float(epochs),
       arch_lr_factor=float(arch_lr_factor),
       arch_lr=ml_collections.config_dict.placeholder(float),
+      arch_warmup_epochs=ml_collections.config_dict.placeholder(float),
       l2_regulariser=True,
       grad_clip=0.0,
     )

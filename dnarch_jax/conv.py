@@ -576,7 +576,9 @@ def _per_example_flops(spatial, taps, channels, causal: bool, route: str, exact:
     pairs = [_valid_pairs(xp, s, t, causal) for s, t in zip(spatial, taps, strict=True)]
     return 2 * channels * math.prod(pairs)
   if route == "shift":
-    c = _blocked_channels(channels) if exact else channels
+    # Channels are padded to blocks whenever their count is known, even if other sizes are
+    # soft: the stem's few input channels cost a whole block.
+    c = _blocked_channels(channels) if exact or _is_concrete(channels) else channels
     return (2 * math.prod(taps) - 1) * c * math.prod(spatial)
   if route != "fft":
     raise ValueError(f"depthwise_conv: unknown route {route!r}; use 'auto' or {ROUTES}")

@@ -194,10 +194,12 @@ def _static_equal(size, other) -> bool:
 
 
 def _select_resolution(b: BlockSizes, previous):
-  """The resolution after a block: its own when kept (gate 1 or soft), the previous when off."""
-  if isinstance(b.gate, int | float | np.integer | np.floating) and float(b.gate) == 0.0:
-    return previous
-  return b.conv.resolution
+  """The resolution after a block: its own when kept, the previous when off (a traced gate
+  blends the two, which for the loss's 0/1 gates is the same choice)."""
+  if isinstance(b.gate, int | float | np.integer | np.floating):
+    return previous if float(b.gate) == 0.0 else b.conv.resolution
+  g = jax.lax.stop_gradient(b.gate)
+  return tuple(g * r + (1 - g) * p for r, p in zip(b.conv.resolution, previous, strict=True))
 
 
 def flops(s: NetworkSizes):

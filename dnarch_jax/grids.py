@@ -5,14 +5,17 @@ Geometry: at the input resolution ``N`` a kernel axis is sampled at ``n`` points
 a step ``N / M`` times larger, so it covers the same physical extent. Centred kernels are symmetric
 around 0 (odd tap counts); causal kernels end at +1, the tap that weighs the current step.
 
-All functions are host-side integer/float64 arithmetic: the results are static shapes.
+All functions are host-side integer/float64 arithmetic: the results are static shapes. The crop
+arithmetic (``crop_taps``, ``bucket_taps``, ``max_taps``) also takes traced JAX scalars, so the
+loss's cost model counts the taps of the crop the current mask parameters give with the very
+formula the host uses (``dnarch_jax.arch.soft_sizes``).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from dnarch_jax.masks import array_module
 
 
 def grid_step(n: int, input_size: int, resolution: int) -> float:
@@ -23,7 +26,7 @@ def grid_step(n: int, input_size: int, resolution: int) -> float:
 def max_taps(n: int, input_size: int, resolution: int, causal: bool) -> int:
   """Taps of the uncropped kernel at ``resolution``: all grid points inside [-1, 1]."""
   # Integer arithmetic: (n - 1) * M / N grid steps fit in the length-2 interval.
-  steps_in_span = ((n - 1) * resolution) // input_size
+  steps_in_span = ((n - 1) * resolution) // input_size  # also exact on float-held integers
   if causal:
     return steps_in_span + 1
   return 2 * (steps_in_span // 2) + 1
@@ -38,14 +41,26 @@ def crop_taps(radius: float, n: int, input_size: int, resolution: int, causal: b
   extent at most (harmless: the extra tap is thresholded to zero). Worked checks: n = 33,
   sigma = 0.075 gives 5 taps; causal n = 784 gives 65.
   """
+  xp = array_module(radius, resolution)
   ratio = radius / grid_step(n, input_size, resolution)
-  taps = 1 + math.ceil(ratio - 1e-9) if causal else 2 * math.floor(ratio + 1e-9) + 1
-  return max(1, min(taps, max_taps(n, input_size, resolution, causal)))
+  taps = 1 + xp.ceil(ratio - 1e-9) if causal else 2 * xp.floor(ratio + 1e-9) + 1
+  taps = xp.clip(taps, 1, max_taps(n, input_size, resolution, causal))
+  return int(taps) if xp is np else taps
 
 
-def bucket_taps(taps: int, bucket: int, limit: int) -> int:
+def relaxed_taps(radius, n: int, input_size: int, resolution, causal: bool):
+  """``crop_taps`` without its rounding: the taps a mask of extent ``radius`` covers as a real
+  number, whose derivative is the crop's rate of growth (the loss's straight-through gradient).
+  """
+  ratio = radius / grid_step(n, input_size, resolution)
+  return 1 + ratio if causal else 1 + 2 * ratio
+
+
+def bucket_taps(taps, bucket: int, limit):
   """Round ``taps`` up to ``1 + k * bucket`` (odd when ``bucket`` is even), at most ``limit``."""
-  return min(limit, 1 + bucket * math.ceil((taps - 1) / bucket))
+  xp = array_module(taps, limit)
+  out = xp.minimum(limit, 1 + bucket * xp.ceil((taps - 1) / bucket))
+  return int(out) if xp is np else out
 
 
 def tap_positions(n: int, input_size: int, resolution: int, taps: int, causal: bool) -> np.ndarray:

@@ -17,9 +17,12 @@ import numpy as np
 DEFAULT_THRESHOLD = 0.1
 
 
-def _xp(*arrays):
+def array_module(*arrays):
   """NumPy for host values, jax.numpy as soon as one argument is a JAX array or tracer."""
   return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+_xp = array_module
 
 
 def _np_sigmoid(z):

@@ -1,8 +1,10 @@
 """Optimisers: architecture and weights updated separately (METHOD.md §7), via ``optax.partition``.
 
 Weights: AdamW with linear warm-up then cosine decay [ccnn]. Architecture parameters (every
-parameter named ``arch_*``): Adam with the same schedule times ``arch_lr_factor`` and no weight
-decay [design]. One labelling function decides, and it is checked to cover every parameter.
+parameter named ``arch_*``): one Adam per dimension (kernel, width, resolution, depth) with the
+same schedule at the architecture's peak rate times that dimension's range, and no weight decay
+[design; the ranges and why: ``dnarch_jax.search_space``]. One labelling function decides, and it
+is checked to cover every parameter.
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ import optax
 
 ARCH, WEIGHTS = "arch", "weights"
 ARCH_PREFIX = "arch_"
+# Architecture parameter name -> its dimension (the rest of the name is the layer's path).
+_DIMENSION_OF = {
+  "arch_sigma": "kernel",
+  "arch_stream_cutoff": "width",
+  "arch_hidden_cutoff": "width",
+  "arch_stream_gate": "width",
+  "arch_hidden_gate": "width",
+  "arch_resolution_cutoff": "resolution",
+  "arch_depth_cutoff": "depth",
+}
 
 
 def _leaf_name(path) -> str:
@@ -27,10 +39,16 @@ def is_arch_param(path) -> bool:
   return _leaf_name(path).startswith(ARCH_PREFIX)
 
 
+def arch_dimension(path) -> str:
+  """The dimension (kernel, width, resolution, depth) of the architecture parameter at ``path``;
+  ``"other"`` for an ``arch_*`` name outside DNArch's masks (a user's own)."""
+  return _DIMENSION_OF.get(_leaf_name(path), "other")
+
+
 def param_labels(params):
-  """``"arch"`` for every parameter named ``arch_*``, ``"weights"`` for every other one."""
+  """``"arch/<dimension>"`` for every parameter named ``arch_*``, ``"weights"`` for the rest."""
   return jax.tree_util.tree_map_with_path(
-    lambda path, _: ARCH if is_arch_param(path) else WEIGHTS, params
+    lambda path, _: f"{ARCH}/{arch_dimension(path)}" if is_arch_param(path) else WEIGHTS, params
   )
 
 
@@ -41,7 +59,7 @@ def check_labels_cover(params, labels) -> None:
   l_paths = {jax.tree_util.keystr(p) for p, _ in l_flat}
   if p_paths != l_paths:
     raise ValueError(f"optimizer labels miss parameters: {sorted(p_paths ^ l_paths)[:5]}")
-  bad = sorted({v for _, v in l_flat} - {ARCH, WEIGHTS})
+  bad = sorted(v for v in {v for _, v in l_flat} if v != WEIGHTS and not v.startswith(ARCH + "/"))
   if bad:
     raise ValueError(f"unknown optimizer labels {bad}")
 
@@ -55,29 +73,41 @@ def warmup_cosine(lr: float, total_steps: int, warmup_steps: int) -> optax.Sched
 
 
 def make_optimizer(
-  optim: Mapping, params, total_steps: int, steps_per_epoch: int
+  optim: Mapping,
+  params,
+  total_steps: int,
+  steps_per_epoch: int,
+  arch_ranges: Mapping[str, float] | None = None,
 ) -> optax.GradientTransformation:
   """The partitioned optimiser for ``params`` from ``config.optim``.
 
   Fields: ``lr``, ``weight_decay`` (AdamW's decoupled decay; 0 when ``l2_regulariser`` is used,
   as CCNN does), ``warmup_epochs``, ``arch_lr_factor``, optional ``arch_lr`` (the architecture's
-  peak rate; replaces ``lr * arch_lr_factor`` when set), optional ``grad_clip`` (global norm).
+  peak rate; replaces ``lr * arch_lr_factor`` when set), optional ``arch_warmup_epochs`` (the
+  architecture's own warm-up; the weights' when unset), optional ``grad_clip`` (global norm).
+  ``arch_ranges`` maps a dimension to the factor its Adam steps are scaled by (its range,
+  ``dnarch_jax.search_space.dimension_ranges``); a dimension it leaves out steps at the plain rate.
   """
   warmup = int(round(float(optim["warmup_epochs"]) * steps_per_epoch))
   schedule = warmup_cosine(float(optim["lr"]), total_steps, warmup)
   arch_peak = optim.get("arch_lr")
   if arch_peak is None:
     arch_peak = float(optim["lr"]) * float(optim["arch_lr_factor"])
-  arch_schedule = warmup_cosine(float(arch_peak), total_steps, warmup)
   weight_decay = 0.0 if optim.get("l2_regulariser", False) else float(optim["weight_decay"])
   weights = optax.adamw(schedule, weight_decay=weight_decay)
-  arch = optax.adam(arch_schedule)
   clip = float(optim.get("grad_clip", 0.0) or 0.0)
   if clip > 0:
     weights = optax.chain(optax.clip_by_global_norm(clip), weights)
   labels = param_labels(params)
   check_labels_cover(params, labels)
-  return optax.partition({WEIGHTS: weights, ARCH: arch}, labels)
+  arch_warmup_epochs = optim.get("arch_warmup_epochs")
+  if arch_warmup_epochs is not None:
+    warmup = int(round(float(arch_warmup_epochs) * steps_per_epoch))
+  transforms = {WEIGHTS: weights}
+  for label in sorted(set(jax.tree_util.tree_leaves(labels)) - {WEIGHTS}):
+    scale = float((arch_ranges or {}).get(label.split("/", 1)[1], 1.0))
+    transforms[label] = optax.adam(warmup_cosine(float(arch_peak) * scale, total_steps, warmup))
+  return optax.partition(transforms, labels)
 
 
 def l2_norm_regulariser(params, sampled_kernels, weight: float):

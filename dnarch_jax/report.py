@@ -767,6 +767,131 @@ def _architecture_figure(history: _ArchHistory | None) -> Figure:
   return fig
 
 
+# --- architecture parameters against their bucket boundaries ------------------------------------
+
+_PARAM_COLUMNS = ("kernel", "width", "resolution", "depth")
+_PARAM_CELL = {
+  "arch_sigma": "kernel",
+  "arch_stream_cutoff": "width",
+  "arch_hidden_cutoff": "width",
+  "arch_stream_gate": "width",
+  "arch_hidden_gate": "width",
+  "arch_resolution_cutoff": "resolution",
+  "arch_depth_cutoff": "depth",
+}
+_AXIS_STYLE = ("-", "--")
+
+
+def _param_cell(name: str) -> tuple[str, str] | None:
+  """(row, column) of a flat parameter name: the layer, or "network" for network-wide masks."""
+  parts = name.split("/")
+  column = _PARAM_CELL.get(parts[-1])
+  if column is None:
+    return None
+  return ("network" if len(parts) == 1 else parts[0]), column
+
+
+def _param_trajectories(metrics: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  records = [r for r in _last_per_step(metrics) if r.get("kind") == "arch_params"]
+  steps = np.asarray([_step_of(r) for r in records], float)
+  series: dict[str, list] = {}
+  for i, r in enumerate(records):
+    for name, value in r.get("values", {}).items():
+      series.setdefault(name, [None] * len(records))[i] = np.atleast_1d(np.asarray(value, float))
+  out = {}
+  for name, values in series.items():
+    width = max(len(v) for v in values if v is not None)
+    out[name] = np.asarray([v if v is not None else np.full(width, np.nan) for v in values])
+  return steps, out
+
+
+def _draw_boundaries(ax, archs: list[dict], name: str, last_step: float, lim) -> None:
+  """Grey lines at the values where the parameter's crop changes, per architecture interval;
+  the sizes of the last interval's bands written at the right edge."""
+  records = [r for r in _last_per_step(archs) if name in r.get("buckets", {})]
+  for i, r in enumerate(records):
+    end = _step_of(records[i + 1]) if i + 1 < len(records) else last_step
+    for a, axis in enumerate(r["buckets"][name][:2]):
+      for v in axis["at"]:
+        if lim[0] <= v <= lim[1]:
+          ax.hlines(v, _step_of(r), end, color="0.6", lw=0.6, ls=_AXIS_STYLE[a], zorder=1)
+  if not records:
+    return
+  axis = records[-1]["buckets"][name][0]
+  edges = [lim[0], *[v for v in axis["at"] if lim[0] < v < lim[1]], lim[1]]
+  first = sum(v <= lim[0] for v in axis["at"])
+  for j in range(len(edges) - 1):
+    label = axis["sizes"][first + j]
+    ax.annotate(
+      str(label), (1.0, (edges[j] + edges[j + 1]) / 2), xycoords=("axes fraction", "data"),
+      xytext=(2, 0), textcoords="offset points", va="center", fontsize=6, color="0.35",
+    )  # fmt: skip
+
+
+def _param_limits(values: np.ndarray, boundaries: list[float]) -> tuple[float, float]:
+  """The trajectory's range widened to the nearest boundary beyond each end (one band more)."""
+  lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+  below = [v for v in boundaries if v < lo]
+  above = [v for v in boundaries if v > hi]
+  pad = max(hi - lo, 1e-3) * 0.1
+  return (max(below) if below else lo) - pad, (min(above) if above else hi) + pad
+
+
+def _arch_params_figure(metrics: list[dict], archs: list[dict]) -> Figure:
+  steps, series = _param_trajectories(metrics)
+  cells: dict[tuple[str, str], list[str]] = {}
+  for name in series:
+    cell = _param_cell(name)
+    if cell:
+      cells.setdefault(cell, []).append(name)
+  if not cells:
+    return _empty_figure("Architecture parameters", "architecture parameters (metrics.jsonl)")
+  rows = sorted({r for r, _ in cells}, key=lambda r: (r != "network", r != "stem_conv", r))
+  columns = [c for c in _PARAM_COLUMNS if any(col == c for _, col in cells)]
+  fig = Figure(
+    figsize=(3.1 * len(columns) + 0.6, 1.45 * len(rows) + 1.0), dpi=_DPI, layout="constrained"
+  )
+  grid = fig.add_gridspec(len(rows), len(columns))
+  last_step = float(steps.max()) if steps.size else 0.0
+  first_ax = None
+  for i, row in enumerate(rows):
+    for j, column in enumerate(columns):
+      names = cells.get((row, column))
+      if not names:
+        continue
+      ax = fig.add_subplot(grid[i, j], sharex=first_ax)
+      first_ax = first_ax or ax
+      boundaries = []
+      for r in archs:
+        for name in names:
+          for axis in r.get("buckets", {}).get(name, [])[:2]:
+            boundaries += axis["at"]
+      values = np.concatenate([series[n].ravel() for n in names])
+      lim = _param_limits(values[np.isfinite(values)], boundaries)
+      for name in names:
+        v = series[name]
+        gate = name.endswith("_gate")
+        for a in range(v.shape[1]):
+          style = dict(lw=0.5, alpha=0.4, color="tab:blue") if gate else dict(
+            lw=1.3, ls=_AXIS_STYLE[a % 2], color=f"C{names.index(name)}",
+            label=(name.rsplit("/", 1)[-1] + (f" axis {a}" if v.shape[1] > 1 else "")),
+          )  # fmt: skip
+          ax.plot(steps, v[:, a], zorder=2, **style)
+        if not gate:
+          _draw_boundaries(ax, archs, name, last_step, lim)
+      ax.set_ylim(*lim)
+      ax.set_title(f"{row}: {column}", fontsize=8)
+      ax.tick_params(labelsize=7)
+      if not any(n.endswith("_gate") for n in names):
+        ax.legend(fontsize=6, loc="best")
+      _step_axis(ax, label=i == len(rows) - 1)
+  fig.suptitle(
+    "Architecture parameters over training; grey: values where the crop changes"
+    " (sizes at the right: taps, channels, samples, blocks)"
+  )
+  return fig
+
+
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -791,7 +916,9 @@ def _configured_budget_metric(workdir: pathlib.Path) -> str:
 def write_report(
   workdir: str | os.PathLike, budget: float | None = None, *, budget_metric: str | None = None
 ) -> list[pathlib.Path]:
-  """Draw ``report/{learning_curves,cost,architecture}.png`` from a workdir's JSONL files.
+  """Draw ``report/{learning_curves,cost,architecture,arch_params}.png`` from a workdir's JSONL
+  files (``arch_params.png``: every architecture parameter's trajectory with the values where its
+  crop changes).
 
   Args:
     workdir: the run's directory, holding ``metrics.jsonl`` and/or ``arch.jsonl``.
@@ -801,7 +928,7 @@ def write_report(
       ``None`` reads ``budget.metric`` from the workdir's ``config.json`` (default ``"flops"``).
 
   Returns:
-    The paths of the three PNGs (always three; a panel without data says so).
+    The paths of the four PNGs (always four; a panel without data says so).
   """
   workdir = pathlib.Path(workdir)
   budget_metric = budget_metric or _configured_budget_metric(workdir)
@@ -819,5 +946,6 @@ def write_report(
     "learning_curves.png": lambda: _learning_curves_figure(metrics),
     "cost.png": lambda: _cost_figure(metrics, history, budget, budget_metric),
     "architecture.png": lambda: _architecture_figure(history),
+    "arch_params.png": lambda: _arch_params_figure(metrics, archs),
   }
   return [_save(make(), out / name) for name, make in figures.items()]

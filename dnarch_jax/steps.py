@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dnarch_jax import cost
+from dnarch_jax import cost, search_space
 from dnarch_jax.arch import Arch, arch_sizes, soft_sizes
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.model import DNArchCCNN, compiler_options
-from dnarch_jax.optim import l2_norm_regulariser
+from dnarch_jax.optim import arch_dimension, is_arch_param, l2_norm_regulariser
 
 
 @flax.struct.dataclass
@@ -103,12 +103,36 @@ def soft_cost(params, cfg: ModelConfig, arch: Arch, loss_cfg: LossConfig):
   return cost.params(sizes) if loss_cfg.budget_metric == "params" else cost.flops(sizes)
 
 
+def arch_grad_norms(grads, prefix: str) -> dict:
+  """L2 norms of the architecture parameters' gradients: all together (``prefix``) and per
+  dimension (``prefix/kernel``, ...), for the dimensions present."""
+  squares: dict[str, jax.Array] = {}
+  for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+    if is_arch_param(path):
+      key = f"{prefix}/{arch_dimension(path)}"
+      squares[key] = squares.get(key, 0.0) + jnp.sum(jnp.square(g))
+  norms = {k: jnp.sqrt(v) for k, v in squares.items()}
+  norms[prefix] = jnp.sqrt(sum(squares.values())) if squares else jnp.zeros(())
+  return norms
+
+
 def make_train_step(
   cfg: ModelConfig, tx: optax.GradientTransformation, loss_cfg: LossConfig
 ) -> Callable[[TrainState, dict, Arch], tuple[TrainState, dict]]:
-  """``step(state, batch, arch) -> (state, metrics)``, jitted with ``arch`` static."""
+  """``step(state, batch, arch) -> (state, metrics)``, jitted with ``arch`` static.
+
+  After the update the architecture parameters are clipped to their boxes
+  (``dnarch_jax.search_space``). The metrics hold the norms of the budget term's gradient on the
+  architecture parameters (``arch_grad_budget``) and of the rest of the loss's
+  (``arch_grad_task``: the task loss, with CCNN's regulariser when it is on), overall and per
+  dimension: what moves the masks, and which of the two wins.
+  """
   model = DNArchCCNN(cfg)
   mutable = ["batch_stats", "intermediates"] if loss_cfg.l2_weight > 0 else ["batch_stats"]
+
+  def budget_term(params, arch):
+    c = soft_cost(params, cfg, arch, loss_cfg)
+    return cost.budget_penalty(c, loss_cfg.budget, loss_cfg.budget_weight), c
 
   def loss_fn(params, batch_stats, batch, arch, dropout_rng):
     logits, updates = model.apply(
@@ -123,8 +147,7 @@ def make_train_step(
     loss = task_loss
     metrics = {"task_loss": task_loss, "accuracy": accuracy}
     if loss_cfg.budget > 0:
-      c = soft_cost(params, cfg, arch, loss_cfg)
-      penalty = cost.budget_penalty(c, loss_cfg.budget, loss_cfg.budget_weight)
+      penalty, c = budget_term(params, arch)
       loss = loss + penalty
       metrics.update(cost_soft=c, cost_ratio=c / loss_cfg.budget, budget_penalty=penalty)
     if loss_cfg.l2_weight > 0:
@@ -140,8 +163,17 @@ def make_train_step(
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(
       state.params, state.batch_stats, batch, arch, jax.random.fold_in(dropout_rng, state.step)
     )
+    if loss_cfg.budget > 0:
+      # The budget term reads the mask parameters only: its gradient costs a pass over the cost
+      # model, and the rest of the loss's is the difference.
+      budget_grads = jax.grad(lambda p: budget_term(p, arch)[0])(state.params)
+      metrics.update(arch_grad_norms(budget_grads, "arch_grad_budget"))
+      task_grads = jax.tree_util.tree_map(jnp.subtract, grads, budget_grads)
+      metrics.update(arch_grad_norms(task_grads, "arch_grad_task"))
+    else:
+      metrics.update(arch_grad_norms(grads, "arch_grad_task"))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params = search_space.clip_to_bounds(optax.apply_updates(state.params, updates), cfg)
     new_state = state.replace(
       step=state.step + 1,
       params=params,

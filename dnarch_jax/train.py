@@ -28,8 +28,8 @@ import ml_collections
 import numpy as np
 
 from dnarch_jax import budget as budget_lib
-from dnarch_jax import hostmem, report, sharding
-from dnarch_jax.arch import Arch, compute_arch, initial_arch
+from dnarch_jax import hostmem, report, search_space, sharding
+from dnarch_jax.arch import Arch, bucket_boundaries, compute_arch, flat_arch_params, initial_arch
 from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.config import ModelConfig, add_loop_fields
 from dnarch_jax.data import open_split, pipeline_from_config, validate_data_config
@@ -127,13 +127,20 @@ class Trainer:
     )
 
     variables = init_variables(self.cfg, jax.random.key(config.seed))
+    variables["params"] = search_space.clip_to_bounds(variables["params"], self.cfg)
     self.budget_metric = config.budget.metric
     self.budget = budget_lib.resolve_budget(
       config.budget, variables["params"], self.cfg, self.batch_size
     )
     self.hard_budget = self.budget > 0 and config.budget.mode == "hard"
     optim = dict(config.optim)
-    self.tx = make_optimizer(optim, variables["params"], self.total_steps, self.steps_per_epoch)
+    self.tx = make_optimizer(
+      optim,
+      variables["params"],
+      self.total_steps,
+      self.steps_per_epoch,
+      search_space.dimension_ranges(self.cfg),
+    )
     l2 = float(optim["weight_decay"]) if optim.get("l2_regulariser", False) else 0.0
     loss_cfg = LossConfig(
       budget_metric=self.budget_metric,
@@ -191,8 +198,11 @@ class Trainer:
   # --- architecture ----------------------------------------------------------------------------
 
   def _refresh_arch(self, step: int, force_log: bool = False) -> None:
+    """Recompute the ``Arch`` from the mask parameters. Under a hard budget, and at step 0 under
+    any budget, the masks are first projected into the budget if they exceed it, so every run
+    starts within its budget whatever its configured initial architecture [design]."""
     params = self.state.params
-    if self.hard_budget:
+    if self.hard_budget or (self.budget > 0 and step == 0):
       params, arch = budget_lib.project_to_budget(
         params, self.cfg, self.budget, self.batch_size, self.budget_metric
       )
@@ -207,7 +217,10 @@ class Trainer:
     if (changed or force_log) and self.arch_log:
       flops = budget_lib.arch_cost(arch, self.cfg, self.batch_size, "flops")
       params_count = budget_lib.arch_cost(arch, self.cfg, self.batch_size, "params")
-      self.arch_log.write(dict(step=step, flops=flops, params=params_count, arch=arch.to_dict()))
+      buckets = bucket_boundaries(self.state.params, self.cfg, arch)
+      self.arch_log.write(
+        dict(step=step, flops=flops, params=params_count, arch=arch.to_dict(), buckets=buckets)
+      )
       if changed:
         log.info("step %d: architecture changed, %s %.4g", step, self.budget_metric, cost)
 
@@ -311,6 +324,7 @@ class Trainer:
     if self.budget:
       record["budget"] = self.budget
     self._log(record)
+    self._log(dict(kind="arch_params", step=step, values=flat_arch_params(self.state.params)))
     if bar is not None:
       postfix = dict(loss=f"{host['loss']:.3f}", acc=f"{host['accuracy']:.3f}")
       if self.budget:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from dnarch_jax import budget
+from dnarch_jax import budget, search_space
 from dnarch_jax.arch import initial_arch, initial_arch_params
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
@@ -53,6 +53,24 @@ def test_every_variant_loads_and_validates(name):
       assert cfg.kernel_sigma_init == 0.075
   with pytest.raises(ValueError, match="unknown variant 'nope'"):
     load_config(f"experiments/{name}.py:nope")
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_every_dnarch_variant_starts_within_its_budget(name):
+  """What the trainer does at step 0 (masks clipped to their boxes, then projected into the
+  budget if the configured start exceeds it) gives every budgeted variant a start within its
+  budget: the budget is feasible and the projection finds a point inside it."""
+  variants = [v for v in VARIANTS if v.startswith("dnarch")]
+  variants += ["main", "width"] if name == "mnist" else []
+  for variant in variants:
+    config = load_config(f"experiments/{name}.py:{variant}")
+    cfg = run_model_config(config)
+    batch = int(config.data.batch_size)
+    params = search_space.clip_to_bounds(initial_arch_params(cfg), cfg)
+    value = budget.resolve_budget(config.budget, params, cfg, batch)
+    metric = config.budget.metric
+    _, arch = budget.project_to_budget(params, cfg, value, batch, metric)
+    assert 0 < budget.arch_cost(arch, cfg, batch, metric) <= value, variant
 
 
 def test_the_main_job_learns_all_four_dimensions_under_half_the_maximal_flops():

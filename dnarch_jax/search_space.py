@@ -1,0 +1,99 @@
+"""The search space: where each architecture parameter may go, and how fast it gets there.
+
+[design] METHOD.md leaves the architecture parameters' ranges and rates open; a mask only does its
+job if its parameter can travel (METHOD.md §3), so both are fixed here, per dimension:
+
+* **Range.** Every architecture parameter lives in a box: from the value that gives its smallest
+  architecture to the value that gives its largest, plus the soft shoulder of its mask.
+  Sigmoid cutoffs (width, depth, resolution) span ``[-a, 1 + a]`` with ``a = ln(1/t - 1) / tau``:
+  at the bottom the extent is 0 (one channel, one block, the lowest resolution), at the top the
+  mask is ``1 - t`` at the last channel, block or frequency (0.9: the whole network, nearly
+  unattenuated). DiffStride's ramp spans ``[-R (1 - t), 1]``. A gaussian's sigma spans from a
+  radius of half a grid step (one tap) to the whole grid (radius 1, or 2 for causal kernels,
+  whose mask is centred at +1). The train step clips the parameters to their box after every
+  update: outside it a parameter changes no crop, so travel there would be wasted, and a task
+  gradient pushing a saturated mask further would otherwise store up distance to come back.
+  DNAL's gate logits are unbounded (their sigmoid saturates by itself).
+* **Rate.** Adam moves every parameter by about its learning rate per step whatever the gradient's
+  scale, so the architecture optimiser's rate is multiplied by each dimension's range:
+  ``optim.arch_lr`` (or ``lr * arch_lr_factor``) is the fraction of a range a consistent gradient
+  crosses per step at the schedule's peak, the same for the four dimensions. Under the warm-up and
+  cosine schedule the whole run moves a parameter at most about ``arch_lr * steps / 2`` ranges.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnarch_jax.config import ModelConfig
+from dnarch_jax.optim import is_arch_param
+
+DIMENSIONS = ("kernel", "width", "resolution", "depth")
+
+
+def _sigmoid_shoulder(temperature: float, threshold: float) -> float:
+  return math.log(1.0 / threshold - 1.0) / temperature
+
+
+def bounds(name: str, cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+  """``(low, high)`` of the architecture parameter named ``name`` (per axis where it has axes)."""
+  t = cfg.threshold
+  if name == "arch_sigma":
+    spread = math.sqrt(-2.0 * math.log(t))  # radius = sigma * spread
+    half_step = np.asarray([1.0 / (cfg.grid_size(a) - 1) for a in range(cfg.ndim)])
+    return half_step / spread, np.full(cfg.ndim, (2.0 if cfg.causal else 1.0) / spread)
+  if name.endswith("_gate"):
+    return np.asarray(-np.inf), np.asarray(np.inf)
+  if name == "arch_resolution_cutoff" and cfg.resolution_mask == "ramp":
+    ramp = np.asarray([cfg.resolution_ramp / (n / 2) for n in cfg.input_size])
+    return -ramp * (1.0 - t), np.ones(cfg.ndim)
+  temperature = {
+    "arch_resolution_cutoff": cfg.resolution_temperature,
+    "arch_depth_cutoff": cfg.depth_temperature,
+  }.get(name, cfg.width_temperature)
+  a = _sigmoid_shoulder(temperature, t)
+  shape = (cfg.ndim,) if name == "arch_resolution_cutoff" else ()
+  return np.full(shape, -a), np.full(shape, 1.0 + a)
+
+
+_EXAMPLE_PARAM = {
+  "kernel": "arch_sigma",
+  "width": "arch_stream_cutoff",
+  "resolution": "arch_resolution_cutoff",
+  "depth": "arch_depth_cutoff",
+}
+
+
+def dimension_range(dimension: str, cfg: ModelConfig) -> float:
+  """The width of a dimension's box (the largest over axes): the scale of its Adam steps. DNAL's
+  unbounded gate logits keep the plain rate (1)."""
+  if dimension == "width" and cfg.width_mask == "scaled_sigmoid_gate":
+    return 1.0
+  low, high = bounds(_EXAMPLE_PARAM[dimension], cfg)
+  return float(np.max(high - low))
+
+
+def dimension_ranges(cfg: ModelConfig) -> dict[str, float]:
+  return {d: dimension_range(d, cfg) for d in DIMENSIONS}
+
+
+def _name(path) -> str:
+  return str(getattr(path[-1], "key", path[-1]))
+
+
+def clip_to_bounds(params, cfg: ModelConfig):
+  """``params`` with every architecture parameter clipped to its box (works traced or not)."""
+
+  def clip(path, leaf):
+    if not is_arch_param(path) or _name(path).endswith("_gate"):
+      return leaf
+    low, high = bounds(_name(path), cfg)
+    if isinstance(leaf, jax.Array):
+      return jnp.clip(leaf, jnp.asarray(low, leaf.dtype), jnp.asarray(high, leaf.dtype))
+    return np.clip(leaf, low, high).astype(np.asarray(leaf).dtype)
+
+  return jax.tree_util.tree_map_with_path(clip, params)
