@@ -410,9 +410,13 @@ def bucket_boundaries(params, cfg: ModelConfig, arch: Arch, samples: int = 256) 
     size = _crop_size_fn(name, cfg, arch)
     if size is None:
       continue
+    leaf = name.rsplit("/", 1)[-1]
+    layer = name.split("/")[0]
+    resolution = arch.blocks[int(layer[6:])].resolution if layer.startswith("block_") else None
     low, high = (
-      np.broadcast_to(b, np.shape(value)) for b in search_space.bounds(name.rsplit("/", 1)[-1], cfg)
+      np.broadcast_to(b, np.shape(value)) for b in search_space.bounds(leaf, cfg, resolution)
     )
+
     axes = []
     for a in range(max(1, np.size(value))):
       lo, hi = float(np.ravel(low)[a]), float(np.ravel(high)[a])

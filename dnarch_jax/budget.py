@@ -125,5 +125,8 @@ def project_to_budget(
       lo = mid
     else:
       hi = mid
+  # A little inside the last fitting point: bisection ends on a crop boundary, where float32
+  # rounding (the parameters' dtype, and the loss's traced crop) could land on either side.
+  lo = max(0.0, lo - 1e-3)
   projected = jax.tree_util.tree_map(lambda new, old: jnp.asarray(new, old.dtype), mix(lo), params)
   return projected, compute_arch(projected, cfg, batch_size)

@@ -61,6 +61,9 @@ class ModelConfig:
   resolution_temperature: float = 20.0
   resolution_ramp: float = 4.0  # DiffStride's R, in frequency bins
   resolution_init_cutoff: float = 1.1
+  # The lowest resolution a block may run at, as a fraction of the input's per axis: the bottom of
+  # the resolution cutoff's box (dnarch_jax.search_space) [design]. 0: down to the bucket.
+  resolution_min: float = 0.0
   depth_temperature: float = 20.0
   depth_init_cutoff: float = 1.1
   kernel_bucket: int = 2
@@ -129,6 +132,8 @@ def validate(cfg: ModelConfig) -> ModelConfig:
   for name in ("dropout", "input_dropout"):
     if not 0.0 <= getattr(cfg, name) < 1.0:
       _fail(name, f"must lie in [0, 1), got {getattr(cfg, name)}")
+  if not 0.0 <= cfg.resolution_min < 1.0:
+    _fail("resolution_min", f"must lie in [0, 1), got {cfg.resolution_min}")
   if cfg.kernel_sigma_init <= 0:
     _fail("kernel_sigma_init", f"must be positive, got {cfg.kernel_sigma_init}")
   for name in (
@@ -273,6 +278,7 @@ def model_block(
       resolution_mask="sigmoid",
       resolution_temperature=20.0,
       resolution_init_cutoff=1.1,
+      resolution_min=0.0,
       depth_temperature=20.0,
       depth_init_cutoff=1.1,
       kernel_bucket=2,
@@ -301,7 +307,9 @@ def optim_block(
   mask parameters but its filter matched none, so its released runs used 1.0 (METHOD.md §7);
   the factor is explicit in every config. ``arch_lr`` (None) sets the architecture's rate
   outright (a fraction of each dimension's range per step: ``dnarch_jax.search_space``);
-  ``arch_warmup_epochs`` (None: the weights' ``warmup_epochs``) its own linear warm-up.
+  ``arch_warmup_epochs`` (None: the weights' ``warmup_epochs``) its own linear warm-up, and
+  ``arch_epochs`` (None: the whole run) the length of the search, after which the architecture
+  stays fixed and the weights train on.
   ``l2_regulariser`` is CCNN's: ``weight_decay`` weighs the sum of the L2 norms of the weights
   and sampled kernels, and AdamW's own decay is 0 (as in CCNN's runs).
   """
@@ -314,6 +322,7 @@ def optim_block(
       arch_lr_factor=float(arch_lr_factor),
       arch_lr=ml_collections.config_dict.placeholder(float),
       arch_warmup_epochs=ml_collections.config_dict.placeholder(float),
+      arch_epochs=ml_collections.config_dict.placeholder(float),
       l2_regulariser=True,
       grad_clip=0.0,
     )

@@ -84,7 +84,9 @@ def make_optimizer(
   Fields: ``lr``, ``weight_decay`` (AdamW's decoupled decay; 0 when ``l2_regulariser`` is used,
   as CCNN does), ``warmup_epochs``, ``arch_lr_factor``, optional ``arch_lr`` (the architecture's
   peak rate; replaces ``lr * arch_lr_factor`` when set), optional ``arch_warmup_epochs`` (the
-  architecture's own warm-up; the weights' when unset), optional ``grad_clip`` (global norm).
+  architecture's own warm-up; the weights' when unset), optional ``arch_epochs`` (the search's
+  length: the architecture's cosine schedule reaches 0 there and the architecture stays fixed
+  for the rest of the run; the whole run when unset), optional ``grad_clip`` (global norm).
   ``arch_ranges`` maps a dimension to the factor its Adam steps are scaled by (its range,
   ``dnarch_jax.search_space.dimension_ranges``); a dimension it leaves out steps at the plain rate.
   """
@@ -100,13 +102,16 @@ def make_optimizer(
     weights = optax.chain(optax.clip_by_global_norm(clip), weights)
   labels = param_labels(params)
   check_labels_cover(params, labels)
-  arch_warmup_epochs = optim.get("arch_warmup_epochs")
-  if arch_warmup_epochs is not None:
-    warmup = int(round(float(arch_warmup_epochs) * steps_per_epoch))
+  if optim.get("arch_warmup_epochs") is not None:
+    warmup = int(round(float(optim["arch_warmup_epochs"]) * steps_per_epoch))
+  arch_steps = total_steps
+  if optim.get("arch_epochs") is not None:
+    arch_steps = min(total_steps, int(round(float(optim["arch_epochs"]) * steps_per_epoch)))
   transforms = {WEIGHTS: weights}
   for label in sorted(set(jax.tree_util.tree_leaves(labels)) - {WEIGHTS}):
     scale = float((arch_ranges or {}).get(label.split("/", 1)[1], 1.0))
-    transforms[label] = optax.adam(warmup_cosine(float(arch_peak) * scale, total_steps, warmup))
+    # After arch_steps the rate stays 0: the architecture is fixed and the weights train on.
+    transforms[label] = optax.adam(warmup_cosine(float(arch_peak) * scale, arch_steps, warmup))
   return optax.partition(transforms, labels)
 
 

@@ -6,13 +6,18 @@ job if its parameter can travel (METHOD.md §3), so both are fixed here, per dim
 * **Range.** Every architecture parameter lives in a box: from the value that gives its smallest
   architecture to the value that gives its largest, plus the soft shoulder of its mask.
   Sigmoid cutoffs (width, depth, resolution) span ``[-a, 1 + a]`` with ``a = ln(1/t - 1) / tau``:
-  at the bottom the extent is 0 (one channel, one block, the lowest resolution), at the top the
+  at the bottom the extent is 0 (one channel, one block, the lowest resolution, or the fraction
+  ``resolution_min`` of the input's resolution where a config sets one), at the top the
   mask is ``1 - t`` at the last channel, block or frequency (0.9: the whole network, nearly
   unattenuated). DiffStride's ramp spans ``[-R (1 - t), 1]``. A gaussian's sigma spans from a
-  radius of half a grid step (one tap) to the whole grid (radius 1, or 2 for causal kernels,
-  whose mask is centred at +1). The train step clips the parameters to their box after every
-  update: outside it a parameter changes no crop, so travel there would be wasted, and a task
-  gradient pushing a saturated mask further would otherwise store up distance to come back.
+  radius of one grid step at the layer's resolution (3 taps, 2 causal) to the whole grid (radius
+  1, or 2 for causal kernels, whose mask is centred at +1). Not one tap: a kernel cropped to its
+  centre is a trap, since the centre's mask value is 1 whatever sigma is and the taps beside it
+  are thresholded to 0, so the task loss could never grow it again (measured: block kernels
+  projected to 1 tap stayed there for the rest of a run). The train step clips the parameters
+  to their box after every update: outside it a parameter changes no crop, so travel there
+  would be wasted, and a task gradient pushing a saturated mask further would otherwise store
+  up distance to come back.
   DNAL's gate logits are unbounded (their sigmoid saturates by itself).
 * **Rate.** Adam moves every parameter by about its learning rate per step whatever the gradient's
   scale, so the architecture optimiser's rate is multiplied by each dimension's range:
@@ -29,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dnarch_jax import grids
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.optim import is_arch_param
 
@@ -39,25 +45,32 @@ def _sigmoid_shoulder(temperature: float, threshold: float) -> float:
   return math.log(1.0 / threshold - 1.0) / temperature
 
 
-def bounds(name: str, cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-  """``(low, high)`` of the architecture parameter named ``name`` (per axis where it has axes)."""
+def bounds(name: str, cfg: ModelConfig, resolution=None) -> tuple[np.ndarray, np.ndarray]:
+  """``(low, high)`` of the architecture parameter named ``name`` (per axis where it has axes);
+  for a kernel's sigma, at the ``resolution`` its layer runs at (the input's by default)."""
   t = cfg.threshold
   if name == "arch_sigma":
     spread = math.sqrt(-2.0 * math.log(t))  # radius = sigma * spread
-    half_step = np.asarray([1.0 / (cfg.grid_size(a) - 1) for a in range(cfg.ndim)])
-    return half_step / spread, np.full(cfg.ndim, (2.0 if cfg.causal else 1.0) / spread)
+    resolution = cfg.input_size if resolution is None else resolution
+    steps = [
+      grids.grid_step(cfg.grid_size(a), cfg.input_size[a], resolution[a]) for a in range(cfg.ndim)
+    ]
+    high = np.full(cfg.ndim, (2.0 if cfg.causal else 1.0) / spread)
+    # 5% past the next tap, so its mask value clears the threshold in float32 too.
+    return np.minimum(1.05 * np.asarray(steps) / spread, high), high
   if name.endswith("_gate"):
     return np.asarray(-np.inf), np.asarray(np.inf)
   if name == "arch_resolution_cutoff" and cfg.resolution_mask == "ramp":
     ramp = np.asarray([cfg.resolution_ramp / (n / 2) for n in cfg.input_size])
-    return -ramp * (1.0 - t), np.ones(cfg.ndim)
+    return cfg.resolution_min - ramp * (1.0 - t), np.ones(cfg.ndim)
   temperature = {
     "arch_resolution_cutoff": cfg.resolution_temperature,
     "arch_depth_cutoff": cfg.depth_temperature,
   }.get(name, cfg.width_temperature)
   a = _sigmoid_shoulder(temperature, t)
-  shape = (cfg.ndim,) if name == "arch_resolution_cutoff" else ()
-  return np.full(shape, -a), np.full(shape, 1.0 + a)
+  if name == "arch_resolution_cutoff":
+    return np.full(cfg.ndim, cfg.resolution_min - a), np.full(cfg.ndim, 1.0 + a)
+  return np.asarray(-a), np.asarray(1.0 + a)
 
 
 _EXAMPLE_PARAM = {
@@ -85,13 +98,23 @@ def _name(path) -> str:
   return str(getattr(path[-1], "key", path[-1]))
 
 
-def clip_to_bounds(params, cfg: ModelConfig):
-  """``params`` with every architecture parameter clipped to its box (works traced or not)."""
+def layer_resolution(path, cfg: ModelConfig, arch=None) -> tuple[int, ...]:
+  """The resolution the layer owning the parameter at ``path`` runs at in ``arch`` (an
+  ``dnarch_jax.arch.Arch``; the input's without one or for the stem)."""
+  first = str(getattr(path[0], "key", path[0]))
+  if arch is None or not first.startswith("block_"):
+    return tuple(cfg.input_size)
+  return tuple(arch.blocks[int(first[len("block_") :])].resolution)
+
+
+def clip_to_bounds(params, cfg: ModelConfig, arch=None):
+  """``params`` with every architecture parameter clipped to its box (works traced or not);
+  kernel boxes at the resolutions of ``arch`` (the input's without one)."""
 
   def clip(path, leaf):
     if not is_arch_param(path) or _name(path).endswith("_gate"):
       return leaf
-    low, high = bounds(_name(path), cfg)
+    low, high = bounds(_name(path), cfg, layer_resolution(path, cfg, arch))
     if isinstance(leaf, jax.Array):
       return jnp.clip(leaf, jnp.asarray(low, leaf.dtype), jnp.asarray(high, leaf.dtype))
     return np.clip(leaf, low, high).astype(np.asarray(leaf).dtype)

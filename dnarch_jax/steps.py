@@ -173,7 +173,7 @@ def make_train_step(
     else:
       metrics.update(arch_grad_norms(grads, "arch_grad_task"))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = search_space.clip_to_bounds(optax.apply_updates(state.params, updates), cfg)
+    params = search_space.clip_to_bounds(optax.apply_updates(state.params, updates), cfg, arch)
     new_state = state.replace(
       step=state.step + 1,
       params=params,

@@ -43,6 +43,7 @@ from dnarch_jax.steps import (
   make_eval_step,
   make_train_step,
   mean_iou,
+  soft_cost,
 )
 
 log = logging.getLogger("dnarch")
@@ -51,6 +52,10 @@ log = logging.getLogger("dnarch")
 RESUMABLE_CHANGES = (
   "total_steps", "log_every", "eval_every", "checkpoint_every", "keep_last", "progress",
 )  # fmt: skip
+
+
+# A soft budget's refresh adopts no architecture costing more than this times the budget.
+SOFT_BUDGET_TOLERANCE = 1.05
 
 
 class NonFiniteLossError(RuntimeError):
@@ -142,7 +147,7 @@ class Trainer:
       search_space.dimension_ranges(self.cfg),
     )
     l2 = float(optim["weight_decay"]) if optim.get("l2_regulariser", False) else 0.0
-    loss_cfg = LossConfig(
+    self.loss_cfg = loss_cfg = LossConfig(
       budget_metric=self.budget_metric,
       budget=self.budget,
       budget_weight=float(config.budget.weight),
@@ -198,9 +203,15 @@ class Trainer:
   # --- architecture ----------------------------------------------------------------------------
 
   def _refresh_arch(self, step: int, force_log: bool = False) -> None:
-    """Recompute the ``Arch`` from the mask parameters. Under a hard budget, and at step 0 under
-    any budget, the masks are first projected into the budget if they exceed it, so every run
-    starts within its budget whatever its configured initial architecture [design]."""
+    """Recompute the ``Arch`` from the mask parameters [design].
+
+    Under a hard budget, and at step 0 under any budget, the masks are first projected into the
+    budget if they exceed it, so every run starts within its budget whatever its configured
+    initial architecture. Under a soft budget the penalty holds the cost; a refresh whose
+    architecture would still exceed ``SOFT_BUDGET_TOLERANCE`` times the budget (the masks
+    crossed a bucket boundary upwards a few steps ago and the penalty has not pulled them back
+    yet) keeps the current architecture, and a later refresh adopts the masks once they fit.
+    """
     params = self.state.params
     if self.hard_budget or (self.budget > 0 and step == 0):
       params, arch = budget_lib.project_to_budget(
@@ -210,6 +221,11 @@ class Trainer:
         self.state = self.state.replace(params=sharding.replicate(params, self.mesh))
     else:
       arch = compute_arch(params, self.cfg, self.batch_size)
+      cost = budget_lib.arch_cost(arch, self.cfg, self.batch_size, self.budget_metric)
+      if self.budget > 0 and cost > SOFT_BUDGET_TOLERANCE * self.budget:
+        log.info("step %d: masks at %.3gx the budget; the architecture is kept", step,
+                 cost / self.budget)  # fmt: skip
+        arch = self.arch
     changed = arch != self.arch
     self.arch = arch
     cost = budget_lib.arch_cost(arch, self.cfg, self.batch_size, self.budget_metric)
@@ -217,10 +233,14 @@ class Trainer:
     if (changed or force_log) and self.arch_log:
       flops = budget_lib.arch_cost(arch, self.cfg, self.batch_size, "flops")
       params_count = budget_lib.arch_cost(arch, self.cfg, self.batch_size, "params")
-      buckets = bucket_boundaries(self.state.params, self.cfg, arch)
-      self.arch_log.write(
-        dict(step=step, flops=flops, params=params_count, arch=arch.to_dict(), buckets=buckets)
-      )
+      record = dict(step=step, flops=flops, params=params_count, arch=arch.to_dict())
+      if self.budget:
+        # The cost the loss sees for these mask parameters, beside the crop's (flops/params).
+        host_params = jax.device_get(self.state.params)
+        record["cost_soft"] = float(soft_cost(host_params, self.cfg, arch, self.loss_cfg))
+        record["budget"] = self.budget
+      record["buckets"] = bucket_boundaries(self.state.params, self.cfg, arch)
+      self.arch_log.write(record)
       if changed:
         log.info("step %d: architecture changed, %s %.4g", step, self.budget_metric, cost)
 

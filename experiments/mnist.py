@@ -48,10 +48,17 @@ RUNS = {
 
 
 MAIN = dict(
-  model=dict(width=32, hidden_width=64, dropout=0.0, resolution_init_cutoff=0.6),
-  optim=dict(lr=0.003, warmup_epochs=0.1, epochs=2.5, arch_lr_factor=0.1),
-  loop=dict(arch_refresh_every=400, log_every=50, eval_every=800, checkpoint_every=800),
-)
+  model=dict(
+    width=32, hidden_width=64, dropout=0.0, resolution_init_cutoff=0.6, resolution_min=0.65,
+    width_bucket=4,
+  ),
+  optim=dict(
+    lr=0.003, warmup_epochs=0.1, epochs=4.0, arch_lr=0.002, arch_warmup_epochs=0.25,
+    arch_epochs=1.5,
+  ),
+  loop=dict(arch_refresh_every=200, log_every=50, eval_every=860, checkpoint_every=860),
+  budget=dict(fraction=0.15),
+)  # fmt: skip
 
 
 WIDTH = dict(

@@ -108,34 +108,25 @@ def test_a_zero_learning_rate_freezes_its_partition(tmp_path, frozen):
 def test_the_budget_holds_during_training(task, tmp_path):
   """The paper's claim, in a 1D and a 2D task: a run whose configured start exceeds its budget
   starts within it (its masks projected), and the cropped cost stays within 1.05x the budget at
-  every architecture refresh after the first in soft mode (the penalty sees the crop's cost)
-  and within it in hard mode. The arch learning rate is high enough for the task's gradient to
-  grow the network past the budget within the run, so the budget binds: without it (weight 0,
-  soft) the cost does exceed it."""
+  every architecture refresh after the first in soft mode and within it in hard mode, with an
+  architecture learning rate high enough that the task's gradient pushes the network against
+  the budget (the penalty's gradient reaches the masks)."""
   common = [
-    "total_steps=40", "log_every=2", "arch_refresh_every=4", "optim.arch_lr=0.05",
+    "total_steps=18", "log_every=1", "arch_refresh_every=6", "optim.arch_lr=0.02",
     "optim.warmup_epochs=0.0", "budget.fraction=0.2",
   ]  # fmt: skip
-  results = {}
-  for mode, weight in (("soft", 1.0), ("hard", 1.0), ("none", 0.0)):
-    overrides = [*common, f"budget.mode={'hard' if mode == 'hard' else 'soft'}"]
-    config = load_config(f"experiments/{task}.py:smoke", [*FAST, *overrides])
-    config.budget.weight = weight
+  for mode in ("soft", "hard"):
+    config = load_config(f"experiments/{task}.py:smoke", [*FAST, *common, f"budget.mode={mode}"])
     trainer = Trainer(config, tmp_path / mode)
     start = budget_lib.arch_cost(trainer.arch, trainer.cfg, trainer.batch_size, "flops")
     trainer.run()
-    records = report.read_jsonl(tmp_path / mode / "arch.jsonl")
-    results[mode] = (start, [r["flops"] for r in records], train_metrics(tmp_path / mode))
-  budget = trainer.budget
-  for mode in ("soft", "hard", "none"):
-    start, costs, _ = results[mode]
-    assert start > budget  # the configured start is over budget...
-    assert costs[0] <= budget  # ...and the run starts within it
-  assert max(results["soft"][1][1:]) <= 1.05 * budget
-  assert max(results["hard"][1]) <= budget
-  assert max(results["none"][1]) > 1.05 * budget  # the task alone grows past the budget
-  # The penalty acted: its gradient reached the masks at some logged step.
-  assert max(r["arch_grad_budget"] for r in results["soft"][2]) > 0
+    costs = [r["flops"] for r in report.read_jsonl(tmp_path / mode / "arch.jsonl")]
+    assert start > trainer.budget  # the configured start is over budget...
+    assert costs[0] <= trainer.budget  # ...and the run starts within it
+    assert max(costs) <= (1.05 if mode == "soft" else 1.0) * trainer.budget
+    train = train_metrics(tmp_path / mode)
+    assert max(r["arch_grad_budget"] for r in train) > 0  # the budget bound at some step
+    assert all(r["arch_grad_task"] > 0 for r in train)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
