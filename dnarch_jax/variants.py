@@ -116,7 +116,7 @@ def experiment_config(
     epochs=run.epochs,
     arch_lr_factor=1.0,
   )
-  add_loop_fields(config, budget=dict(metric="flops", mode="soft", fraction=0.0, weight=1.0))
+  add_loop_fields(config)
   if variant.startswith("ccnn_"):
     learn(config.model, "kernel")
   elif variant == "smoke":
