@@ -21,6 +21,17 @@ RESOLUTION_MASKS = ("sigmoid", "ramp")
 # DNArch's ordered mask keeps a prefix of the channels; DNAL's gate keeps any subset.
 WIDTH_MASKS = ("sigmoid_cutoff", "scaled_sigmoid_gate")
 HEADS = ("classification", "dense")
+# Architecture parameter name -> the dimension it sizes (names are an API: the optimiser's
+# labels, checkpoints and plots key on them).
+ARCH_PARAM_DIMENSIONS = {
+  "arch_sigma": "kernel",
+  "arch_stream_cutoff": "width",
+  "arch_hidden_cutoff": "width",
+  "arch_stream_gate": "width",
+  "arch_hidden_gate": "width",
+  "arch_resolution_cutoff": "resolution",
+  "arch_depth_cutoff": "depth",
+}
 # dnarch_jax.conv.ROUTES and "auto"
 CONV_ROUTES = ("auto", "direct", "fft", "shift", "native", "native_fft")
 

@@ -15,18 +15,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dnarch_jax.config import ARCH_PARAM_DIMENSIONS
+
 ARCH, WEIGHTS = "arch", "weights"
 ARCH_PREFIX = "arch_"
-# Architecture parameter name -> its dimension (the rest of the name is the layer's path).
-_DIMENSION_OF = {
-  "arch_sigma": "kernel",
-  "arch_stream_cutoff": "width",
-  "arch_hidden_cutoff": "width",
-  "arch_stream_gate": "width",
-  "arch_hidden_gate": "width",
-  "arch_resolution_cutoff": "resolution",
-  "arch_depth_cutoff": "depth",
-}
 
 
 def _leaf_name(path) -> str:
@@ -42,7 +34,7 @@ def is_arch_param(path) -> bool:
 def arch_dimension(path) -> str:
   """The dimension (kernel, width, resolution, depth) of the architecture parameter at ``path``;
   ``"other"`` for an ``arch_*`` name outside DNArch's masks (a user's own)."""
-  return _DIMENSION_OF.get(_leaf_name(path), "other")
+  return ARCH_PARAM_DIMENSIONS.get(_leaf_name(path), "other")
 
 
 def param_labels(params):

@@ -5,8 +5,8 @@ architecture change to ``arch.jsonl`` (ENGINEERING.md, "Command line and outputs
 writes and reads those files and turns them into ``report/*.png``: learning curves, cost against
 the budget, and how the architecture (kernel taps, widths, resolutions, depth) evolved.
 
-It imports numpy, matplotlib and json only, never JAX or the model, so a report can be drawn from
-the files alone: on a laptop, after the run, while the run is still writing. Figures are built on
+It imports numpy, matplotlib, json and the parameter names of ``dnarch_jax.config`` only, never
+JAX or the model, so a report can be drawn from the files alone: on a laptop, after the run, while the run is still writing. Figures are built on
 matplotlib's Agg canvas directly (no pyplot), so drawing them changes no global backend state and
 leaks no figures in a long training process.
 """
@@ -28,6 +28,8 @@ from matplotlib import colors, ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+
+from dnarch_jax.config import ARCH_PARAM_DIMENSIONS
 
 __all__ = [
   "ARCH_FILE",
@@ -770,22 +772,13 @@ def _architecture_figure(history: _ArchHistory | None) -> Figure:
 # --- architecture parameters against their bucket boundaries ------------------------------------
 
 _PARAM_COLUMNS = ("kernel", "width", "resolution", "depth")
-_PARAM_CELL = {
-  "arch_sigma": "kernel",
-  "arch_stream_cutoff": "width",
-  "arch_hidden_cutoff": "width",
-  "arch_stream_gate": "width",
-  "arch_hidden_gate": "width",
-  "arch_resolution_cutoff": "resolution",
-  "arch_depth_cutoff": "depth",
-}
 _AXIS_STYLE = ("-", "--")
 
 
 def _param_cell(name: str) -> tuple[str, str] | None:
   """(row, column) of a flat parameter name: the layer, or "network" for network-wide masks."""
   parts = name.split("/")
-  column = _PARAM_CELL.get(parts[-1])
+  column = ARCH_PARAM_DIMENSIONS.get(parts[-1])
   if column is None:
     return None
   return ("network" if len(parts) == 1 else parts[0]), column

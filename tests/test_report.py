@@ -71,7 +71,12 @@ def fake_run(workdir, dims: int, steps: int = 2000, optional: bool = True, budge
       arch = _arch(step, dims)
       flops = _flops(arch)
       if arch != last:
-        archs.write({"step": step, "flops": flops, "params": 1e5 + flops / 1e3, "arch": arch})
+        record = {"step": step, "flops": flops, "params": 1e5 + flops / 1e3, "arch": arch}
+        if optional:  # what training writes: where each mask's crop changes
+          steps_at = {"at": [0.2, 0.45, 0.7], "sizes": [8, 16, 24, 32]}
+          record["buckets"] = {"arch_stream_cutoff": [steps_at], "block_0/conv/arch_sigma": [
+            {"at": [0.05, 0.1], "sizes": [3, 5, 7]}] * dims}  # fmt: skip
+        archs.write(record)
         last = arch
       loss = 2.3 * np.exp(-step / 500) + 0.05 + 0.05 * rng.random()
       line = {
@@ -86,6 +91,10 @@ def fake_run(workdir, dims: int, steps: int = 2000, optional: bool = True, budge
         lr = 1e-3 * min(1.0, step / 200) * 0.5 * (1 + np.cos(np.pi * step / max(steps, 1)))
         line.update(cost_ratio=flops / budget * 0.98, flops=flops, budget=budget, lr=lr)
       metrics.write(line)
+      if optional:
+        sigma = [0.075 + 1e-5 * step] * dims
+        values = {"arch_stream_cutoff": 1.1 - step / 4000, "block_0/conv/arch_sigma": sigma}
+        metrics.write({"kind": "arch_params", "step": step, "values": values})
       if step % 200 == 0:
         acc = 1 - 0.9 * np.exp(-step / 450)
         metrics.write({"kind": "val", "step": step, "accuracy": acc, "loss": 1 - acc})
@@ -93,7 +102,8 @@ def fake_run(workdir, dims: int, steps: int = 2000, optional: bool = True, budge
 
 
 def _assert_pngs(paths, workdir):
-  assert [p.name for p in paths] == ["learning_curves.png", "cost.png", "architecture.png"]
+  names = ["learning_curves.png", "cost.png", "architecture.png", "arch_params.png"]
+  assert [p.name for p in paths] == names
   for p in paths:
     assert p.parent == workdir / "report"
     data = p.read_bytes()

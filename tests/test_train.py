@@ -177,7 +177,7 @@ def test_cli_train_eval_and_continue(tmp_path, capsys):
   )
   steps = [r["step"] for r in train_metrics(workdir)]
   assert steps == sorted(steps) and steps[-1] == 9 and len(steps) == len(set(steps))
-  for name in ("learning_curves.png", "cost.png", "architecture.png"):
+  for name in ("learning_curves.png", "cost.png", "architecture.png", "arch_params.png"):
     assert (tmp_path / "run" / "report" / name).stat().st_size > 0
 
 
