@@ -6,9 +6,10 @@ writes and reads those files and turns them into ``report/*.png``: learning curv
 the budget, and how the architecture (kernel taps, widths, resolutions, depth) evolved.
 
 It imports numpy, matplotlib, json and the parameter names of ``dnarch_jax.config`` only, never
-JAX or the model, so a report can be drawn from the files alone: on a laptop, after the run, while the run is still writing. Figures are built on
-matplotlib's Agg canvas directly (no pyplot), so drawing them changes no global backend state and
-leaks no figures in a long training process.
+JAX or the model, so a report can be drawn from the files alone: on a laptop, after the run,
+while the run is still writing. Figures are built on matplotlib's Agg canvas directly (no
+pyplot), so drawing them changes no global backend state and leaks no figures in a long
+training process.
 """
 
 from __future__ import annotations
