@@ -54,7 +54,7 @@ RUNS = {
 
 MAIN = dict(
   model=dict(
-    width=32, hidden_width=64, dropout=0.0, resolution_init_cutoff=0.6, resolution_min=0.7,
+    width=32, hidden_width=64, dropout=0.0, resolution_init_cutoff=0.6, resolution_min=0.65,
     width_bucket=4,
   ),
   optim=dict(
@@ -62,7 +62,7 @@ MAIN = dict(
     arch_epochs=1.5,
   ),
   loop=dict(arch_refresh_every=200, log_every=50, eval_every=860, checkpoint_every=860),
-  budget=dict(fraction=0.17),
+  budget=dict(fraction=0.15),
 )  # fmt: skip
 
 
