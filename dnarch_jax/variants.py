@@ -8,7 +8,7 @@ turns that into the config of one variant:
 * ``ccnn_4_140``, ``ccnn_6_380``: CCNN as published, with the paper's hyperparameters. Kernel
   sizes are learned by FlexConv's Gaussian mask, as CCNN does; widths, resolution and depth are
   fixed, and there is no cost term.
-* ``dnarch_k``: DNArch learning kernel sizes only, under a FLOPs budget of half the maximal
+* ``dnarch_k``: DNArch learning kernel sizes only, under a FLOPs budget of 0.8 of the maximal
   network's (soft penalty).
 * ``dnarch``: DNArch learning kernel size, width, resolution and depth under the same budget.
 * ``dnarch_b25``: as ``dnarch`` with a quarter of the maximal FLOPs.
@@ -52,8 +52,11 @@ class CCNNRun:
 
 
 # The budgeted variants: (dimensions learned, budget metric, fraction of the maximal network).
+# dnarch_k's 0.8: on the FFT routes a kernel's size barely changes its cost, so on the sequence
+# tasks and STL10 half the maximal network's FLOPs lie below those of the smallest kernels
+# (tests/test_experiments.py::test_every_dnarch_variant_starts_within_its_budget).
 _DNARCH_VARIANTS = {
-  "dnarch_k": (("kernel",), "flops", 0.5),
+  "dnarch_k": (("kernel",), "flops", 0.8),
   "dnarch": (ALL_DIMENSIONS, "flops", 0.5),
   "dnarch_b25": (ALL_DIMENSIONS, "flops", 0.25),
   "dnarch_p50": (ALL_DIMENSIONS, "params", 0.5),

@@ -47,7 +47,7 @@ def test_every_variant_loads_and_validates(name):
       assert learned == {"kernel"} and config.budget.fraction == 0.0
       assert (cfg.num_blocks, cfg.width) == ((6, 380) if variant == "ccnn_6_380" else (4, 140))
     elif variant == "dnarch_k":
-      assert learned == {"kernel"} and config.budget.fraction == 0.5
+      assert learned == {"kernel"} and config.budget.fraction == 0.8
     elif variant != "smoke":
       assert {"kernel", "width", "depth"} <= learned and config.budget.fraction > 0
       assert cfg.kernel_sigma_init == 0.075
