@@ -386,9 +386,9 @@ def _crop_size_fn(name: str, cfg: ModelConfig, arch: Arch) -> Callable[[float, i
   """``size(value, axis)``: the integer size the parameter at flat ``name`` crops to at
   ``value`` (the other axes at the same value; resolutions as in ``arch``); ``None`` for
   per-channel gates, which have no size of their own."""
-  leaf, layer = name.rsplit("/", 1)[-1], name.split("/", 1)[0]
+  leaf = name.rsplit("/", 1)[-1]
   if leaf == "arch_sigma":
-    resolution = cfg.input_size if layer == "stem_conv" else arch.blocks[int(layer[6:])].resolution
+    resolution = search_space.layer_resolution(name.split("/"), cfg, arch)
     return lambda v, a: conv_taps([v] * cfg.ndim, cfg, resolution, crop=True)[a]
   if leaf in ("arch_stream_cutoff", "arch_hidden_cutoff"):
     count = cfg.width if leaf == "arch_stream_cutoff" else cfg.hidden_width
@@ -410,11 +410,10 @@ def bucket_boundaries(params, cfg: ModelConfig, arch: Arch, samples: int = 256) 
     size = _crop_size_fn(name, cfg, arch)
     if size is None:
       continue
-    leaf = name.rsplit("/", 1)[-1]
-    layer = name.split("/")[0]
-    resolution = arch.blocks[int(layer[6:])].resolution if layer.startswith("block_") else None
+    resolution = search_space.layer_resolution(name.split("/"), cfg, arch)
     low, high = (
-      np.broadcast_to(b, np.shape(value)) for b in search_space.bounds(leaf, cfg, resolution)
+      np.broadcast_to(b, np.shape(value))
+      for b in search_space.bounds(name.rsplit("/", 1)[-1], cfg, resolution)
     )
 
     axes = []

@@ -22,9 +22,6 @@ def array_module(*arrays):
   return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
-_xp = array_module
-
-
 def _np_sigmoid(z):
   return np.exp(-np.logaddexp(0.0, -z))
 
@@ -39,7 +36,7 @@ def _check_threshold(threshold: float) -> None:
 
 def gaussian(u_NxD, mu_D, sigma_D):
   """``exp(-1/2 sum_d (u_d - mu_d)^2 / (sigma_d^2 + 1e-8))``, one value per row of ``u_NxD``."""
-  xp = _xp(u_NxD, mu_D, sigma_D)
+  xp = array_module(u_NxD, mu_D, sigma_D)
   z = (u_NxD - mu_D) ** 2 / (sigma_D**2 + 1e-8)
   return xp.exp(-0.5 * xp.sum(z, axis=-1))
 
@@ -51,7 +48,7 @@ def gaussian_radius(sigma, threshold: float = DEFAULT_THRESHOLD):
   these radii describe, so cropping to the box keeps everything at or above the threshold.
   """
   _check_threshold(threshold)
-  xp = _xp(sigma)
+  xp = array_module(sigma)
   return xp.sqrt(sigma**2 + 1e-8) * math.sqrt(-2.0 * math.log(threshold))
 
 
@@ -60,7 +57,7 @@ def gaussian_radius(sigma, threshold: float = DEFAULT_THRESHOLD):
 
 def sigmoid_cutoff(u, cutoff, temperature: float):
   """``sigmoid(tau (c - u))`` on ``u`` in [0, 1]: ~1 below the cutoff ``c``, ~0 above it."""
-  xp = _xp(u, cutoff)
+  xp = array_module(u, cutoff)
   if xp is np:
     return _np_sigmoid(temperature * (cutoff - u))
   return jax.nn.sigmoid(temperature * (cutoff - u))
@@ -77,7 +74,7 @@ def sigmoid_cutoff_extent(cutoff, temperature: float, threshold: float = DEFAULT
 
 def ramp(u, z, R: float = 4.0):
   """DiffStride's ``clip((R + z - u) / R, 0, 1)``: 1 up to ``z``, linear to 0 over ``R`` units."""
-  xp = _xp(u, z)
+  xp = array_module(u, z)
   return xp.clip((R + z - u) / R, 0.0, 1.0)
 
 
@@ -92,7 +89,7 @@ def ramp_extent(z, R: float = 4.0, threshold: float = DEFAULT_THRESHOLD):
 
 def scaled_sigmoid_gate(s, delta: float):
   """DNAL's channel gate ``sigmoid(delta * s_i)``; ``delta`` is annealed from 1 to 1e4."""
-  xp = _xp(s)
+  xp = array_module(s)
   if xp is np:
     return _np_sigmoid(delta * s)
   return jax.nn.sigmoid(delta * s)
@@ -127,5 +124,5 @@ def thresholded(m, threshold: float = DEFAULT_THRESHOLD):
   are zero in the full network too. The gradient reaches the mask parameters through ``m`` on the
   kept region (the indicator itself is piecewise constant).
   """
-  xp = _xp(m)
+  xp = array_module(m)
   return xp.where(m >= threshold, m, xp.zeros_like(m))

@@ -99,7 +99,8 @@ def _name(path) -> str:
 
 
 def layer_resolution(path, cfg: ModelConfig, arch=None) -> tuple[int, ...]:
-  """The resolution the layer owning the parameter at ``path`` runs at in ``arch`` (an
+  """The resolution the layer owning the parameter at ``path`` (pytree keys, or the parts of a
+  flat name such as ``"block_0/conv/arch_sigma"``) runs at in ``arch`` (a
   ``dnarch_jax.arch.Arch``; the input's without one or for the stem)."""
   first = str(getattr(path[0], "key", path[0]))
   if arch is None or not first.startswith("block_"):
