@@ -437,7 +437,8 @@ def bucket_boundaries(params, cfg: ModelConfig, arch: Arch, samples: int = 256) 
 # --- sizes for the cost model ------------------------------------------------------------------
 
 
-def _network_sizes(cfg: ModelConfig, batch_size: int, stream, stem, blocks):
+def _network_sizes(cfg: ModelConfig, arch: Arch, batch_size: int, stream, stem, blocks):
+  dense_head = cfg.head == "dense"
   return cost.NetworkSizes(
     input_size=tuple(cfg.input_size),
     in_channels=cfg.in_channels,
@@ -445,7 +446,8 @@ def _network_sizes(cfg: ModelConfig, batch_size: int, stream, stem, blocks):
     stream=stream,
     stem=stem,
     blocks=tuple(blocks),
-    dense_head=cfg.head == "dense",
+    dense_head=dense_head,
+    head_resamples=dense_head and tuple(arch.output_resolution) != tuple(cfg.input_size),
     causal=cfg.causal,
     kernel_net=cfg.kernel_net,
     kernel_net_hidden=cfg.kernel_net_hidden,
@@ -467,7 +469,7 @@ def arch_sizes(arch: Arch, cfg: ModelConfig, batch_size: int) -> cost.NetworkSiz
     blocks.append(cost.BlockSizes(conv_sizes, b.hidden_width, int(b.active), resample_from))
     if b.active:
       current = b.resolution
-  return _network_sizes(cfg, batch_size, arch.stream_width, stem, blocks)
+  return _network_sizes(cfg, arch, batch_size, arch.stream_width, stem, blocks)
 
 
 def soft_kernel_taps(
@@ -568,4 +570,4 @@ def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.Ne
     taps = soft_taps(get(f"block_{l}", "conv", "arch_sigma"), resolution, b.conv.taps)
     conv_sizes = cost.ConvSizes(resolution, taps, stream, b.conv.route)
     blocks.append(cost.BlockSizes(conv_sizes, hidden, gates[l], resample_from))
-  return _network_sizes(cfg, batch_size, stream, stem, blocks)
+  return _network_sizes(cfg, arch, batch_size, stream, stem, blocks)

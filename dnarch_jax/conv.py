@@ -557,12 +557,24 @@ def _valid_pairs(xp, length, taps, causal: bool):
   return (2 * m + 1) * length - m * (m + 1)
 
 
-def _per_example_flops(spatial, taps, channels, causal: bool, route: str, exact: bool):
+def _smooth_lengths(limit: int) -> np.ndarray:
+  """The 7-smooth numbers up to ``limit``, sorted: ``_fast_len`` as a table, for traced sizes."""
+  out = {1}
+  for p in (2, 3, 5, 7):
+    out |= {n * p**k for n in out for k in range(1, int(math.log(limit, p)) + 1)}
+  return np.array(sorted(n for n in out if n <= limit), np.float32)  # exact: all below 2**24
+
+
+_SMOOTH = _smooth_lengths(1 << 20)
+
+
+def _per_example_flops(spatial, taps, channels, causal: bool, route: str, rounded: bool):
   """XLA's count of one example's share of `route` (kernel-side work excluded).
 
-  `exact` (integer sizes) applies the integer effects: 7-smooth FFT lengths, channels padded to
-  8, XLA's 1x1-conv-to-multiply rewrite. Otherwise sizes may be soft JAX scalars (the cost model
-  differentiates through them) and the same formula is evaluated without those roundings.
+  `rounded` applies the integer effects: 7-smooth FFT lengths, channels padded to blocks of 8,
+  XLA's 1x1-conv-to-multiply rewrite; on integer-valued sizes that is XLA's count. Sizes may be
+  JAX scalars (soft sizes, whose values are the crop's integers); without `rounded` the same
+  formula is evaluated without those roundings: a smooth function to differentiate.
   """
   xp = _xp(spatial, taps, channels)
   route = xla_countable_route(route)  # what an FFI call does, in the XLA ops that count it
@@ -571,22 +583,25 @@ def _per_example_flops(spatial, taps, channels, causal: bool, route: str, exact:
   else:
     taps = [xp.minimum(t, 2 * s - 1) for s, t in zip(spatial, taps, strict=True)]
   if route == "direct":
-    if exact and all(t == 1 for t in taps):
-      return math.prod(spatial) * channels
     pairs = [_valid_pairs(xp, s, t, causal) for s, t in zip(spatial, taps, strict=True)]
-    return 2 * channels * math.prod(pairs)
+    flops = 2 * channels * math.prod(pairs)
+    if rounded:
+      one_by_one = math.prod(xp.equal(t, 1) for t in taps)
+      flops = xp.where(one_by_one, math.prod(spatial) * channels, flops)
+    return flops
   if route == "shift":
-    # Channels are padded to blocks whenever their count is known, even if other sizes are
-    # soft: the stem's few input channels cost a whole block.
-    c = _blocked_channels(channels) if exact or _is_concrete(channels) else channels
+    c = -(-channels // _LANES) * _LANES if rounded else channels
     return (2 * math.prod(taps) - 1) * c * math.prod(spatial)
   if route != "fft":
     raise ValueError(f"depthwise_conv: unknown route {route!r}; use 'auto' or {ROUTES}")
   # FFT length per axis S + max(lo, hi): S + K - 1 causal, S + (K - 1) / 2 centred.
   ns = [s + (t - 1 if causal else (t - 1) / 2) for s, t in zip(spatial, taps, strict=True)]
-  if exact:
+  if rounded and xp is np:
     ns = [_fast_len(int(n)) for n in ns]
-  half = ns[-1] // 2 + 1 if exact else ns[-1] / 2 + 1
+  elif rounded:
+    smooth = jnp.asarray(_SMOOTH)
+    ns = [smooth[jnp.searchsorted(smooth, jnp.ceil(n))] for n in ns]
+  half = xp.floor(ns[-1] / 2) + 1 if rounded else ns[-1] / 2 + 1
   n, f = math.prod(ns), math.prod(ns[:-1]) * half
   log_factor = math.prod(xp.floor(xp.log2(v)) for v in ns)
   # rfft of x, inverse of X * conj(K) (a complex multiply counts 2).
@@ -600,16 +615,20 @@ def _is_concrete(*values) -> bool:
 def route_cost(resolution, taps, channels, batch_size, causal, route):
   """Forward FLOPs per example of `route` (kernel-side work excluded), as XLA counts them.
 
-  Sizes may be JAX scalars (soft sizes, for the differentiable cost); integer sizes give the
-  exact count, i.e. ``route_flops`` less the kernel's own transform, divided by the batch.
+  Integer sizes give the exact count, i.e. ``route_flops`` less the kernel's own transform,
+  divided by the batch. Soft sizes (JAX scalars with the crop's integer values, for the
+  differentiable cost) give the same exact count as the value, with the gradient of the
+  unrounded formula (straight-through) [design].
   """
   resolution, taps = tuple(resolution), tuple(taps)
   if route == "auto":
     route = resolve_route(resolution, taps, channels, batch_size, causal)
-  exact = _is_concrete(resolution, taps, channels)
-  if exact:
+  if _is_concrete(resolution, taps, channels):
     resolution, taps, channels = tuple(map(int, resolution)), tuple(map(int, taps)), int(channels)
-  return _per_example_flops(resolution, taps, channels, causal, route, exact)
+    return float(_per_example_flops(resolution, taps, channels, causal, route, rounded=True))
+  value = _per_example_flops(resolution, taps, channels, causal, route, rounded=True)
+  relaxed = _per_example_flops(resolution, taps, channels, causal, route, rounded=False)
+  return relaxed + jax.lax.stop_gradient(value - relaxed)
 
 
 def route_flops(spatial, taps, channels, batch, causal, route) -> float:
@@ -625,7 +644,7 @@ def route_flops(spatial, taps, channels, batch, causal, route) -> float:
   spatial, taps = tuple(int(s) for s in spatial), tuple(int(t) for t in taps)
   c, b = int(channels), int(batch)
   route = xla_countable_route(resolve_route(spatial, taps, c, b, causal, route))
-  flops = b * _per_example_flops(spatial, taps, c, causal, route, exact=True)
+  flops = b * _per_example_flops(spatial, taps, c, causal, route, rounded=True)
   if route == "direct":
     return float(flops)
   n_chunks = -(-b // _chunk_size(b, math.prod(spatial) * c * 4))

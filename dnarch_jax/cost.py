@@ -68,6 +68,9 @@ class NetworkSizes:
   stem: ConvSizes
   blocks: tuple[BlockSizes, ...]
   dense_head: bool
+  # Whether the dense head resamples back to the input resolution: decided by the crop (an
+  # ``Arch``), since a traced soft resolution's value is unknown when the cost is traced.
+  head_resamples: bool
   causal: bool
   kernel_net: str
   kernel_net_hidden: int
@@ -177,20 +180,13 @@ def layer_flops(s: NetworkSizes) -> dict[str, Any]:
   p_out = _prod(resolution)
   head = p_out * c * (3 + mask)
   if s.dense_head:
-    if not _static_equal(resolution, s.input_size):
+    if s.head_resamples:
       head = head + resample_flops(resolution, s.input_size, c, masked=False)
     head = head + n_in * (2 * c * s.num_classes + s.num_classes)
   else:
     head = head + p_out * c + 2 * c * s.num_classes + s.num_classes
   out["head"] = head
   return out
-
-
-def _static_equal(size, other) -> bool:
-  """Equal sizes, known on the host. A soft (traced) size is priced as a resample."""
-  if any(isinstance(n, jax.core.Tracer) for n in size):
-    return False
-  return tuple(float(n) for n in size) == tuple(float(n) for n in other)
 
 
 def _select_resolution(b: BlockSizes, previous):
