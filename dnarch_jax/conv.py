@@ -118,6 +118,7 @@ import numpy as np
 from jax import lax
 
 from dnarch_jax import native
+from dnarch_jax.masks import array_module
 
 ROUTES = ("direct", "fft", "shift", "native", "native_fft")
 
@@ -543,11 +544,6 @@ def xla_countable_route(route: str) -> str:
   return {"native": "shift", "native_fft": "fft"}.get(route, route)
 
 
-def _xp(*values):
-  leaves = jax.tree_util.tree_leaves(values)
-  return jnp if any(isinstance(v, jax.Array) for v in leaves) else np
-
-
 def _valid_pairs(xp, length, taps, causal: bool):
   """(output, tap) pairs along an axis whose input lies inside it: sum over offsets of S-|o|."""
   if causal:
@@ -576,7 +572,7 @@ def _per_example_flops(spatial, taps, channels, causal: bool, route: str, rounde
   JAX scalars (soft sizes, whose values are the crop's integers); without `rounded` the same
   formula is evaluated without those roundings: a smooth function to differentiate.
   """
-  xp = _xp(spatial, taps, channels)
+  xp = array_module(spatial, taps, channels)
   route = xla_countable_route(route)  # what an FFI call does, in the XLA ops that count it
   if causal:
     taps = [xp.minimum(t, s) for s, t in zip(spatial, taps, strict=True)]
@@ -609,7 +605,9 @@ def _per_example_flops(spatial, taps, channels, causal: bool, route: str, rounde
 
 
 def _is_concrete(*values) -> bool:
-  return _xp(*values) is np and all(float(v) == int(v) for v in jax.tree_util.tree_leaves(values))
+  return array_module(*values) is np and all(
+    float(v) == int(v) for v in jax.tree_util.tree_leaves(values)
+  )
 
 
 def route_cost(resolution, taps, channels, batch_size, causal, route):

@@ -23,13 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnarch_jax import conv as conv_routes
+from dnarch_jax.masks import array_module
 
 Scalar = Any  # a Python/NumPy number or a JAX scalar
-
-
-def _xp(*values):
-  leaves = jax.tree_util.tree_leaves(values)
-  return jnp if any(isinstance(v, jax.Array) for v in leaves) else np
 
 
 def _prod(values):
@@ -86,7 +82,7 @@ class NetworkSizes:
 
 def fft_flops(shape_in: Sequence[Scalar], transform_lengths: Sequence[Scalar]):
   """XLA's count for an FFT: ``8 * input elements * prod floor(log2 n)``."""
-  xp = _xp(*shape_in, *transform_lengths)
+  xp = array_module(*shape_in, *transform_lengths)
   logs = _prod(xp.floor(xp.log2(xp.maximum(n, 2))) for n in transform_lengths)
   return 8.0 * _prod(shape_in) * logs
 

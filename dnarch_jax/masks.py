@@ -18,8 +18,10 @@ DEFAULT_THRESHOLD = 0.1
 
 
 def array_module(*arrays):
-  """NumPy for host values, jax.numpy as soon as one argument is a JAX array or tracer."""
-  return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+  """NumPy for host values, jax.numpy as soon as one argument (or a leaf of one: sizes come in
+  tuples) is a JAX array or tracer."""
+  leaves = jax.tree_util.tree_leaves(arrays)
+  return jnp if any(isinstance(a, jax.Array) for a in leaves) else np
 
 
 def _np_sigmoid(z):
