@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -432,6 +433,110 @@ def bucket_boundaries(params, cfg: ModelConfig, arch: Arch, samples: int = 256) 
       axes.append({"at": at, "sizes": [int(k) for k in kept]})
     out[name] = axes
   return out
+
+
+# --- an architecture given: mask parameters that crop to it ------------------------------------
+
+
+def _target_size(name: str, axis: int, target: Arch) -> int:
+  """The size ``target`` gives the parameter at flat ``name`` on ``axis``."""
+  keys = name.split("/")
+  leaf = keys[-1]
+  block = target.blocks[int(keys[0].split("_")[1])] if keys[0].startswith("block_") else None
+  if leaf == "arch_sigma":
+    return (block.conv if block else target.stem).taps[axis]
+  if leaf == "arch_stream_cutoff":
+    return target.stream_width
+  if leaf == "arch_hidden_cutoff":
+    return block.hidden_width
+  if leaf == "arch_resolution_cutoff":
+    return block.resolution[axis]
+  return target.depth  # arch_depth_cutoff
+
+
+def params_with_sizes(
+  params, cfg: ModelConfig, arch: Arch, choose: Callable[[str, int, list[int]], int | None]
+):
+  """``params`` with each architecture parameter for which ``choose(name, axis, sizes)`` gives a
+  size (one of ``sizes``: those the parameter can crop to, ascending) set to the middle of the
+  interval of its box where it crops to that size (as far as possible from both neighbours);
+  ``None`` leaves it. ``arch`` gives the layers' resolutions (the kernels' boxes)."""
+  host = jax.device_get(params)
+  values = {}
+  for name, axes in bucket_boundaries(host, cfg, arch).items():
+    low, high = search_space.bounds(
+      name.rsplit("/", 1)[-1], cfg, search_space.layer_resolution(name.split("/"), cfg, arch)
+    )
+    current = np.ravel(np.asarray(flat_arch_params(host)[name], np.float64))
+    chosen = []
+    for a, table in enumerate(axes):
+      size = choose(name, a, table["sizes"])
+      if size is None:
+        chosen.append(float(current[a]))
+        continue
+      i = table["sizes"].index(size)
+      edges = [float(np.ravel(low)[min(a, np.size(low) - 1)]), *table["at"]]
+      edges.append(float(np.ravel(high)[min(a, np.size(high) - 1)]))
+      chosen.append((edges[i] + edges[i + 1]) / 2)
+    values[name] = chosen
+
+  def set_value(path, leaf):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    if name not in values:
+      return leaf
+    return jnp.asarray(np.reshape(values[name], np.shape(leaf)), jnp.asarray(leaf).dtype)
+
+  return jax.tree_util.tree_map_with_path(set_value, params)
+
+
+def sizes_of(arch: Arch) -> tuple:
+  """What an ``Arch`` computes, without how: kernel taps, widths, resolutions, kept blocks."""
+  blocks = tuple((b.conv.taps, b.hidden_width, b.resolution, b.active) for b in arch.blocks)
+  return arch.stem.taps, arch.stream_width, blocks
+
+
+def params_for_arch(params, cfg: ModelConfig, target: Arch, batch_size: int, field: str = "arch"):
+  """``params`` with every architecture parameter set so that ``compute_arch`` crops to
+  ``target``'s sizes (:func:`params_with_sizes`; routes and resampling follow from the sizes).
+  A size the search space cannot crop to is a ``ValueError`` naming ``field``, the parameter
+  and the sizes it can take. Ordered width masks only (gates have no size of their own)."""
+  if cfg.width_mask == "scaled_sigmoid_gate":
+    raise ValueError(f"{field}: an architecture cannot be given with per-channel width gates")
+  if len(target.blocks) != cfg.num_blocks or tuple(target.input_size) != tuple(cfg.input_size):
+    raise ValueError(
+      f"{field}: {len(target.blocks)} blocks at input {tuple(target.input_size)}, the model has "
+      f"{cfg.num_blocks} at {tuple(cfg.input_size)}"
+    )
+
+  def choose(name, axis, sizes):
+    size = _target_size(name, axis, target)
+    if size not in sizes:
+      raise ValueError(f"{field}: {name} cannot crop to {size}; it takes {sizes}")
+    return size
+
+  out = params_with_sizes(params, cfg, target, choose)
+  found = compute_arch(out, cfg, batch_size)
+  if sizes_of(found) != sizes_of(target):
+    raise ValueError(f"{field}: the masks set for {sizes_of(target)} crop to {sizes_of(found)}")
+  return out
+
+
+def load_arch(path: str, field: str = "arch_init") -> Arch:
+  """An ``Arch`` from a JSON file: the ``Arch`` dict itself, or a record holding one under
+  ``"arch"`` (a line of a run's ``arch.jsonl``, ``dnarch summary --json``); a file of several
+  lines gives its last."""
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise ValueError(f"{field}: no file {path}")
+  try:
+    text = file.read_text()
+    try:
+      record = json.loads(text)
+    except json.JSONDecodeError:  # JSON lines: the last
+      record = json.loads(text.strip().splitlines()[-1])
+    return Arch.from_dict(record.get("arch", record))
+  except (ValueError, KeyError, TypeError, IndexError) as e:
+    raise ValueError(f"{field}: {path} holds no architecture ({type(e).__name__}: {e})") from None
 
 
 # --- sizes for the cost model ------------------------------------------------------------------

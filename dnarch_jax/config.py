@@ -345,7 +345,9 @@ def add_loop_fields(config: ml_collections.ConfigDict, **values) -> ml_collectio
 
   Loop: ``total_steps`` (0: ``optim.epochs`` epochs), ``log_every``, ``eval_every``,
   ``checkpoint_every``, ``arch_refresh_every`` (steps between recomputing the ``Arch``),
-  ``keep_last`` (checkpoints), ``progress`` (a progress bar).
+  ``keep_last`` (checkpoints), ``progress`` (a progress bar), ``arch_init`` (a JSON file holding
+  an ``Arch``, e.g. a run's ``arch.jsonl`` or ``dnarch summary --json`` output: the masks start at
+  that architecture; with ``optim.arch_lr`` 0 and no budget the run trains it fixed).
   Budget (``config.budget``): ``metric`` ("flops" per example, or "params"), ``mode`` ("soft":
   the penalty only; "hard": the ``Arch`` never exceeds it either), ``value`` (absolute; 0: use
   ``fraction``), ``fraction`` (of the maximal network's cost; 0 and ``value`` 0: no budget),
@@ -360,6 +362,7 @@ def add_loop_fields(config: ml_collections.ConfigDict, **values) -> ml_collectio
     arch_refresh_every=50,
     keep_last=3,
     progress=True,
+    arch_init="",
   )
   defaults.update({k: v for k, v in values.items() if k != "budget"})
   for key, value in defaults.items():

@@ -29,7 +29,14 @@ import numpy as np
 
 from dnarch_jax import budget as budget_lib
 from dnarch_jax import hostmem, report, search_space, sharding
-from dnarch_jax.arch import Arch, bucket_boundaries, compute_arch, flat_arch_params, initial_arch
+from dnarch_jax.arch import (
+  Arch,
+  bucket_boundaries,
+  compute_arch,
+  flat_arch_params,
+  load_arch,
+  params_for_arch,
+)
 from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.config import ModelConfig, add_loop_fields
 from dnarch_jax.data import open_split, pipeline_from_config, validate_data_config
@@ -133,6 +140,10 @@ class Trainer:
 
     variables = init_variables(self.cfg, jax.random.key(config.seed))
     variables["params"] = search_space.clip_to_bounds(variables["params"], self.cfg)
+    if config.arch_init:
+      variables["params"] = params_for_arch(
+        variables["params"], self.cfg, load_arch(config.arch_init), self.batch_size, "arch_init"
+      )
     self.budget_metric = config.budget.metric
     self.budget = budget_lib.resolve_budget(
       config.budget, variables["params"], self.cfg, self.batch_size
@@ -158,7 +169,7 @@ class Trainer:
     self.eval_step = make_eval_step(self.cfg)
     state = create_train_state(variables, self.tx, jax.random.key(config.seed + 1))
     self.state: TrainState = sharding.replicate(state, self.mesh)
-    self.arch: Arch = initial_arch(self.cfg, self.batch_size)
+    self.arch: Arch = compute_arch(variables["params"], self.cfg, self.batch_size)
     self.train_iter = pipeline_from_config(config.data, "train")
     self.checkpointer = Checkpointer(self.workdir / "checkpoints", keep_last=config.keep_last)
     self.metrics = report.MetricsWriter(self.workdir / "metrics.jsonl") if self.is_main else None
