@@ -79,16 +79,19 @@ def test_table_and_plot_give_means_spreads_and_the_search_cost(tmp_path):
 
 
 def test_a_dnarch_row_and_its_retrain_row_end_to_end(tmp_path, capsys):
-  """Three steps each: retrain trains dnarch's final architecture fixed; a rerun skips both."""
+  """Three steps each, of a 2-block 8-channel network (--config.* pass through to every run):
+  retrain trains dnarch's final architecture fixed; a rerun skips both."""
   only = ["--only", "mnist:dnarch:0.125:0", "mnist:retrain:0.125:0"]
-  argv = ["--out", str(tmp_path), *only, "--config.total_steps=3"]
+  tiny = ["--config.total_steps=3", "--config.model.num_blocks=2", "--config.model.width=8"]
+  argv = ["--out", str(tmp_path), *only, *tiny, "--config.model.hidden_width=8"]
   assert pareto.main(argv) == 0
   results = pareto.read_results(tmp_path)
   assert [r["method"] for r in results] == ["dnarch", "retrain"]
   dnarch, retrain = results
   assert retrain["arch"] == dnarch["arch"] and retrain["source"] == "mnist:dnarch:0.125:0"
   assert dnarch["flops"] <= 1.05 * dnarch["budget"]
-  assert all(r["steps"] == 3 and r["extra"] == ["--config.total_steps=3"] for r in results)
+  assert all(r["steps"] == 3 and r["extra"] == argv[-4:] for r in results)
+  assert len(dnarch["arch"]["blocks"]) <= 2 and dnarch["arch"]["stream"] <= 8
   assert "--config.arch_init=" in retrain["train_command"]
   assert json.loads((tmp_path / "archs" / "mnist_retrain_b0.125_s0.json").read_text())
   assert pareto.main(argv) == 0
