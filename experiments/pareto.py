@@ -102,11 +102,11 @@ class Row:
 
 
 def all_rows(tasks=("mnist", "smnist")) -> list[Row]:
-  """Seed 0 of every budget first, so a partial sweep already compares every method."""
+  """Seed 0 of every task and budget first, so a partial sweep already compares every method."""
   return [
     Row(task, method, fraction, seed)
-    for task in tasks
     for seed in SEEDS
+    for task in tasks
     for fraction in FRACTIONS
     for method in METHODS
   ]
