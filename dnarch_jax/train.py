@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -67,6 +68,30 @@ SOFT_BUDGET_TOLERANCE = 1.05
 
 class NonFiniteLossError(RuntimeError):
   pass
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]  # fmt: skip
+  return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
+def check_finite(params, step: int, last_good: int | None) -> None:
+  """Raise before a checkpoint or an architecture refresh reads non-finite parameters.
+
+  Training metrics are checked only at log steps; without this a step between two logs could
+  save NaN weights as the latest checkpoint, which every rerun would then resume from.
+  """
+  if not bool(_all_finite(params)):
+    kept = (
+      "no checkpoint was saved"
+      if last_good is None
+      else f"the last good checkpoint (step {last_good}) is kept"
+    )
+    raise NonFiniteLossError(
+      f"non-finite parameters at step {step}; stopped without saving, {kept}"
+    )
 
 
 class WorkdirMismatchError(ValueError):
@@ -203,6 +228,7 @@ class Trainer:
     return step
 
   def save(self, step: int, metrics: dict | None = None, force: bool = False) -> None:
+    check_finite(self.state.params, step, self.checkpointer.latest_step())
     meta = dict(
       arch=self.arch.to_dict(),
       data_state=self.train_iter.get_state(),
@@ -223,6 +249,7 @@ class Trainer:
     crossed a bucket boundary upwards a few steps ago and the penalty has not pulled them back
     yet) keeps the current architecture, and a later refresh adopts the masks once they fit.
     """
+    check_finite(self.state.params, step, self.checkpointer.latest_step())
     params = self.state.params
     if self.hard_budget or (self.budget > 0 and step == 0):
       params, arch = budget_lib.project_to_budget(

@@ -18,7 +18,7 @@ from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 from dnarch_jax.optim import is_arch_param
-from dnarch_jax.train import NonFiniteLossError, Trainer, WorkdirMismatchError
+from dnarch_jax.train import NonFiniteLossError, Trainer, WorkdirMismatchError, _all_finite
 
 SMOKE = "experiments/mnist.py:smoke"
 FAST = ["arch_refresh_every=1000", "progress=False", "eval_every=1000", "checkpoint_every=1000"]
@@ -138,6 +138,18 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
       smoke_config("total_steps=6", "log_every=1", "optim.lr=1e30", "optim.arch_lr=1e30"), tmp_path
     ).run()
   assert Checkpointer(tmp_path / "checkpoints").latest_step() == 2
+
+
+def test_non_finite_parameters_are_never_saved_between_log_steps(tmp_path):
+  """Weights that turn NaN between two log steps stop the run at the next save or refresh; the
+  latest checkpoint, which a rerun resumes from, holds finite weights (not a NaN one)."""
+  Trainer(smoke_config("total_steps=2", "log_every=1", "checkpoint_every=2"), tmp_path).run()
+  blow_up = ["log_every=20", "checkpoint_every=1", "optim.lr=1e30", "optim.arch_lr=1e30"]
+  with pytest.raises(NonFiniteLossError, match="non-finite parameters at step"):
+    Trainer(smoke_config("total_steps=20", *blow_up), tmp_path).run()
+  resumed = Trainer(smoke_config("total_steps=20"), tmp_path)
+  assert 2 <= resumed.restore_or_start() < 20
+  assert bool(_all_finite(resumed.state.params))
 
 
 def test_bad_input_names_the_cause(tmp_path):

@@ -51,7 +51,7 @@ from dnarch_jax.dnal.steps import (
   make_tx,
   restart_optimizer,
 )
-from dnarch_jax.train import NonFiniteLossError, check_workdir, load_run_config
+from dnarch_jax.train import NonFiniteLossError, check_finite, check_workdir, load_run_config
 
 log = logging.getLogger("dnarch")
 
@@ -199,6 +199,7 @@ class DnalTrainer:
     return step
 
   def save(self, step: int, metrics: dict | None = None, force: bool = False) -> None:
+    check_finite(self.state.params, step, self.checkpointer.latest_step())
     meta = dict(
       arch=self.arch.to_dict(),
       data_state=self.train_iter.get_state(),
