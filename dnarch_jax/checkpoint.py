@@ -157,9 +157,26 @@ class Checkpointer:
       return (*self._restore_step(abstract_state, int(step)), int(step))
     return self._restore_latest_readable(abstract_state)
 
+  def restore_for_reading(self, target_state, which: str = "best") -> tuple[Any, dict, int]:
+    """For readers (eval, summary, export): the ``best`` step (by ``best_metric``; the newest if
+    none is ranked) or the ``latest``; when it is unreadable, warn naming it and read the newest
+    readable step instead. Raises FileNotFoundError naming the directory when none is readable.
+    """
+    if which not in ("best", "latest"):
+      raise ValueError(f"--checkpoint: expected 'best' or 'latest', got {which!r}")
+    if self.latest_step() is None:
+      raise FileNotFoundError(f"{self.directory}: holds no checkpoint")
+    best = self.best_step() if which == "best" else None
+    if best is not None:
+      try:
+        return self.restore(target_state, best)
+      except Exception as error:  # whatever the cause, a later or earlier step may be readable
+        self._report_unreadable(best, error)
+    return self.restore(target_state)
+
   def _restore_latest_readable(self, abstract_state) -> tuple[Any, dict, int]:
     last_error: Exception | None = None
-    for step in sorted(self._manager.all_steps(), reverse=True):
+    for step in sorted(set(self._manager.all_steps()) - self._unreadable_steps, reverse=True):
       try:
         state, meta = self._restore_step(abstract_state, step)
       except Exception as error:  # whatever the cause, this step cannot be resumed

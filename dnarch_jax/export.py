@@ -589,8 +589,6 @@ def restore_run(workdir: str | os.PathLike, checkpoint: str = "best") -> Trained
   from dnarch_jax.steps import create_train_state
   from dnarch_jax.train import load_run_config
 
-  if checkpoint not in ("best", "latest"):
-    raise ValueError(f"--checkpoint: expected 'best' or 'latest', got {checkpoint!r}")
   workdir = pathlib.Path(workdir)
   if not workdir.is_dir():
     raise FileNotFoundError(f"{workdir}: no such workdir")
@@ -616,11 +614,7 @@ def restore_run(workdir: str | os.PathLike, checkpoint: str = "best") -> Trained
     raise FileNotFoundError(f"{workdir}: holds no checkpoints/ to export")
   ckpt = Checkpointer(directory)
   try:
-    step = ckpt.best_step() if checkpoint == "best" else None
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"{directory}: holds no checkpoint to export")
-    state, meta, step = ckpt.restore(abstract_state, step)
+    state, meta, step = ckpt.restore_for_reading(abstract_state, checkpoint)
   finally:
     ckpt.close()
   variables = {"params": state.params, "batch_stats": state.batch_stats}

@@ -411,13 +411,7 @@ def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 def evaluate_run(workdir: str | pathlib.Path, split: str = "test", which: str = "best") -> dict:
   """Metrics of a run's ``best`` (by validation accuracy) or ``latest`` checkpoint on ``split``."""
   trainer = Trainer(load_run_config(workdir), workdir)
-  ckpt = trainer.checkpointer
-  step = ckpt.best_step() if which == "best" else ckpt.latest_step()
-  if step is None:
-    step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"{workdir} holds no checkpoint to evaluate")
-  trainer.state, meta, step = ckpt.restore(trainer.state, step)
+  trainer.state, meta, step = trainer.checkpointer.restore_for_reading(trainer.state, which)
   trainer.arch = Arch.from_dict(meta["arch"])
   metrics = trainer.evaluate(split)
   flops = budget_lib.arch_cost(trainer.arch, trainer.cfg, trainer.batch_size, "flops")

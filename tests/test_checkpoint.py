@@ -153,6 +153,12 @@ def garble_meta_json(step_dir: pathlib.Path) -> None:
   (step_dir / META_ITEM / "metadata").write_text('{"arch": {"widths": [16, 3')
 
 
+def truncate_state_metadata(step_dir: pathlib.Path) -> None:
+  """The report's case: a truncated ``_METADATA`` (``Expecting value: line 1 column ...``)."""
+  metadata = step_dir / STATE_ITEM / "_METADATA"
+  metadata.write_text(metadata.read_text()[: len(metadata.read_text()) // 2])
+
+
 def delete_state_item(step_dir: pathlib.Path) -> None:
   for p in sorted((step_dir / STATE_ITEM).rglob("*"), reverse=True):
     p.unlink() if p.is_file() else p.rmdir()
@@ -170,6 +176,7 @@ CORRUPTIONS = [
   truncate_largest_state_file,
   delete_largest_state_file,
   garble_meta_json,
+  truncate_state_metadata,
   delete_state_item,
 ]
 
@@ -193,6 +200,29 @@ def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog, corrupt, orbax_
     restored, meta, step = ckpt.restore(zeros_like(make_state()))
   assert (step, meta) == (3, {"step": 3})
   assert_bit_identical(restored, make_state(3))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_readers_fall_back_from_a_corrupt_chosen_step(tmp_path, caplog, orbax_read_failures):
+  """eval / summary / export read the best or the latest step: a corrupt one warns, naming the
+  step, and the newest readable step is read instead; nothing is deleted."""
+  with Checkpointer(tmp_path) as ckpt:
+    for step, accuracy in ((1, 0.9), (2, 0.5), (3, 0.7)):
+      ckpt.save(step, make_state(step), {"step": step}, metrics={"val_accuracy": accuracy})
+  truncate_state_metadata(tmp_path / "1")
+  truncate_state_metadata(tmp_path / "3")
+  for which, warned_steps in (("best", ["1", "3"]), ("latest", ["3"])):
+    caplog.clear()
+    with Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING):
+      assert ckpt.best_step() == 1
+      restored, meta, step = ckpt.restore_for_reading(zeros_like(make_state()), which)
+    assert (step, meta) == (2, {"step": 2})
+    assert_bit_identical(restored, make_state(2))
+    warned = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert [w.split("step ")[1].split()[0] for w in warned] == warned_steps
+  assert sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == [1, 2, 3]
+  with pytest.raises(ValueError, match="'best' or 'latest'"):
+    Checkpointer(tmp_path).restore_for_reading(make_state(), "newest")
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -191,6 +191,12 @@ def test_cli_train_eval_and_continue(tmp_path, capsys):
   assert steps == sorted(steps) and steps[-1] == 9 and len(steps) == len(set(steps))
   for name in ("learning_curves.png", "cost.png", "architecture.png", "arch_params.png"):
     assert (tmp_path / "run" / "report" / name).stat().st_size > 0
+  # eval of a workdir whose latest checkpoint is corrupt reads the one before (with a warning).
+  metadata = tmp_path / "run" / "checkpoints" / "9" / "state" / "_METADATA"
+  metadata.write_text(metadata.read_text()[:100])
+  capsys.readouterr()
+  assert main(["eval", "--workdir", workdir, "--checkpoint", "latest"]) == 0
+  assert json.loads(capsys.readouterr().out)["step"] == 6
 
 
 @pytest.mark.slow

@@ -326,16 +326,8 @@ class DnalTrainer:
 def restore_run(workdir: str | pathlib.Path, which: str = "best") -> tuple[DnalTrainer, int]:
   """A DNAL run's trainer holding its ``best`` (by validation accuracy in its last stage; the
   latest if none is ranked) or ``latest`` checkpoint and that checkpoint's network, and the step."""
-  if which not in ("best", "latest"):
-    raise ValueError(f"--checkpoint: expected 'best' or 'latest', got {which!r}")
   trainer = DnalTrainer(load_run_config(workdir), workdir)
-  ckpt = trainer.checkpointer
-  step = ckpt.best_step() if which == "best" else ckpt.latest_step()
-  if step is None:
-    step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"{workdir} holds no checkpoint")
-  trainer.state, meta, step = ckpt.restore(trainer.state, step)
+  trainer.state, meta, step = trainer.checkpointer.restore_for_reading(trainer.state, which)
   trainer.arch = DnalArch.from_dict(meta["arch"])
   return trainer, step
 
