@@ -9,9 +9,10 @@ of the same network, trained for the same number of steps with the same weights'
 - ``retrain``: the architecture ``dnarch`` ended with, trained from scratch, fixed (what the
   found architecture is worth apart from the joint training);
 - ``uniform``: the maximal network shrunk as a user would by hand: the stream and hidden widths
-  and the blocks' resolutions scaled by one factor (each to the reachable size nearest under the
-  factor times its maximum; resolutions not below ``model.resolution_min``), kernels and depth as
-  the configured start has them, the factor the largest whose network fits the budget;
+  and the blocks' resolutions scaled by one factor (each to the reachable size nearest the
+  factor times its maximum; resolutions not below ``model.resolution_min``), kernels (their
+  extent, so taps follow the resolution) and depth as the configured start has them, the factor
+  the largest whose network fits the budget;
 - ``random``: mask parameters drawn uniformly in their boxes (``dnarch_jax.search_space``: the
   space DNArch searches), redrawn until the architecture costs within 5% of the budget.
 
@@ -171,8 +172,9 @@ def uniform_arch(row: Row, extra: list[str]):
     def choose(name, axis, sizes):
       if not name.endswith(scaled):
         return None
-      fitting = [s for s in sizes if s <= factor * sizes[-1] + 1e-9]
-      return fitting[-1] if fitting else sizes[0]
+      # The nearest reachable size: rounding down instead halves a width of 16 in 8-channel
+      # buckets at any factor below 1 (smnist at 1/2: widths 8 beside resolutions of 768 of 784).
+      return min(sizes, key=lambda size: (abs(size - factor * sizes[-1]), size))
 
     arch = compute_arch(params_with_sizes(params, cfg, start, choose), cfg, batch)
     return arch, arch_cost(arch, cfg, batch, "flops")
@@ -399,6 +401,8 @@ def plot(results: list[dict], path: pathlib.Path) -> None:
     for fraction in sorted({s["budget"] for s in summary if s["task"] == task}):
       ax.axvline(fraction / 1e6, color="k", lw=0.5, ls=":")
     ax.set(title=f"{task}: test accuracy against FLOPs (dotted: budgets)", xscale="log")
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+      axis(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set(xlabel="MFLOPs per example", ylabel="test accuracy %")
     ax.grid(alpha=0.3)
     ax.legend()
