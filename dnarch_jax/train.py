@@ -106,8 +106,22 @@ def validate_train_fields(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"config.total_steps: must be a non-negative integer, got {config.total_steps!r}"
     )
-  if float(config.optim.lr) < 0 or float(config.optim.arch_lr_factor) < 0:
-    raise ValueError("config.optim.lr and config.optim.arch_lr_factor must be non-negative")
+  for key in ("lr", "arch_lr_factor", "arch_lr", "weight_decay", "warmup_epochs"):
+    value = config.optim.get(key)
+    if value is not None and not float(value) >= 0:  # also refuses NaN
+      raise ValueError(f"config.optim.{key}: must be non-negative, got {value!r}")
+  if not float(config.optim.epochs) > 0:
+    raise ValueError(f"config.optim.epochs: must be positive, got {config.optim.epochs!r}")
+  budget = config.get("budget")
+  if budget is not None:
+    if not 0 <= float(budget.fraction) <= 1:
+      raise ValueError(
+        f"config.budget.fraction: a fraction of the maximal network's cost in [0, 1], "
+        f"got {budget.fraction!r}"
+      )
+    for key in ("value", "weight"):
+      if key in budget and not float(budget[key]) >= 0:
+        raise ValueError(f"config.budget.{key}: must be non-negative, got {budget[key]!r}")
 
 
 def _comparable(config_dict: dict) -> dict:

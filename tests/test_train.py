@@ -152,6 +152,23 @@ def test_non_finite_parameters_are_never_saved_between_log_steps(tmp_path):
   assert bool(_all_finite(resumed.state.params))
 
 
+@pytest.mark.parametrize(
+  "override, field",
+  [
+    ("budget.fraction=2.0", "config.budget.fraction"),
+    ("budget.fraction=-1.0", "config.budget.fraction"),
+    ("budget.weight=-1.0", "config.budget.weight"),
+    ("optim.epochs=-1.0", "config.optim.epochs"),
+    ("optim.lr=-0.5", "config.optim.lr"),
+  ],
+)
+def test_out_of_range_settings_are_refused_naming_the_field_and_value(tmp_path, override, field):
+  value = override.split("=")[1]
+  with pytest.raises(ValueError, match=f"{field}: .*got {value}"):
+    Trainer(smoke_config(override), tmp_path)
+  assert not (tmp_path / "checkpoints").exists()
+
+
 def test_bad_input_names_the_cause(tmp_path):
   with pytest.raises(ValueError, match="unknown config key"):
     smoke_config("model.no_such_field=1")
