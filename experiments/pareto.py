@@ -363,10 +363,11 @@ def markdown_table(results: list[dict]) -> str:
   ]
   for s in summarise(results):
     cost = "-" if s["search_cost"] is None else f"{s['search_cost']:.2f}x"
+    spread = lambda mean, sd: f"{mean:.2f} ± {sd:.2f}" if s["seeds"] > 1 else f"{mean:.2f}"
     lines.append(
       f"| {s['task']} | {s['budget_fraction']:g} ({s['budget'] / 1e6:.1f} M) | {s['method']} "
-      f"| {s['seeds']} | {100 * s['accuracy']:.2f} ± {100 * s['accuracy_sd']:.2f} "
-      f"| {s['flops'] / 1e6:.2f} ± {s['flops_sd'] / 1e6:.2f} | {s['wall_s'] / 60:.1f} | {cost} |"
+      f"| {s['seeds']} | {spread(100 * s['accuracy'], 100 * s['accuracy_sd'])} "
+      f"| {spread(s['flops'] / 1e6, s['flops_sd'] / 1e6)} | {s['wall_s'] / 60:.1f} | {cost} |"
     )
   return "\n".join(lines)
 
