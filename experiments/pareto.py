@@ -4,8 +4,10 @@ equal FLOPs, on smnist and mnist.
 For each task, budget (a fraction of the maximal network's FLOPs per example) and seed, four runs
 of the same network, trained for the same number of steps with the same weights' schedule:
 
-- ``dnarch``: all four dimensions learned under the (soft) budget, searching during the first
-  ``arch_epochs`` and training the found architecture for the rest of the run;
+- ``dnarch``: all four dimensions learned under the (soft) budget from the task's configured
+  start (projected into the budget at step 0 when it costs more; a budget above the start's cost
+  does not bind, the penalty only pushes down), searching during the first ``arch_epochs`` and
+  training the found architecture for the rest of the run;
 - ``retrain``: the architecture ``dnarch`` ended with, trained from scratch, fixed (what the
   found architecture is worth apart from the joint training);
 - ``uniform``: the maximal network shrunk as a user would by hand: the stream and hidden widths
