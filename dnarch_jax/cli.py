@@ -192,6 +192,17 @@ def cmd_predict(args, overrides) -> int:
   return 0
 
 
+TRAIN_EPILOG = """\
+overrides:  --config.KEY=VALUE sets any field of the config (e.g. --config.total_steps=2000,
+            --config.budget.fraction=0.25); an unknown key or a value out of range is an error.
+resume:     rerunning with a workdir that holds checkpoints resumes from the newest readable
+            one (bit-identical to an uninterrupted run); a different model or data is refused.
+signals:    SIGTERM saves a checkpoint at the current step and exits; rerun to resume.
+exit status: 0 done, 2 bad input or a failed run (one line on stderr, no checkpoint lost),
+            3 stopped by SIGTERM after saving.
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
   """The ``dnarch`` program (``argv=None``: the command line, on huge pages for XLA:CPU's step
   buffers, ``hostmem.reexec_with_huge_pages``) or one command in this process (a list)."""
@@ -209,9 +220,15 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--json", action="store_true", help="print one JSON object")
   p.add_argument("--no-xla", action="store_true", help="skip compiling for XLA's FLOP count")
   p.set_defaults(func=cmd_summary)
-  p = sub.add_parser("train", help="train (or resume) a run in a workdir")
+  p = sub.add_parser(
+    "train", help="train (or resume) a run in a workdir", epilog=TRAIN_EPILOG,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )  # fmt: skip
   p.add_argument("--config", help="experiments/<task>.py[:variant]; default: the workdir's")
-  p.add_argument("--workdir", required=True)
+  p.add_argument(
+    "--workdir", required=True,
+    help="the run's folder: config.json, metrics.jsonl, arch.jsonl, checkpoints/, report/",
+  )  # fmt: skip
   p.set_defaults(func=cmd_train)
   p = sub.add_parser("eval", help="test metrics of a run's best checkpoint, as JSON")
   p.add_argument("--workdir", required=True)

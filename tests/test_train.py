@@ -235,3 +235,12 @@ def test_sigterm_saves_a_checkpoint_from_which_training_resumes(tmp_path):
   assert saved is not None and saved >= 3
   resumed = Trainer(load_config(SMOKE, [*FAST, "total_steps=" + str(saved + 2)]), workdir)
   assert resumed.run()["step"] == saved + 2
+
+
+def test_train_help_says_overrides_resume_signals_and_exit_status(capsys):
+  with pytest.raises(SystemExit) as exit_:
+    main(["train", "--help"])
+  out = capsys.readouterr().out
+  assert exit_.value.code == 0
+  for words in ("--config.KEY=VALUE", "resumes", "SIGTERM", "exit status", "checkpoints/"):
+    assert words in out, words
