@@ -131,8 +131,11 @@ def select(rows: list[Row], only: list[str] | None) -> list[Row]:
 
 
 def base_overrides(row: Row, extra: list[str]) -> list[str]:
+  """The task's settings, then the search's for a dnarch row, then ``--config.*`` (which win)."""
   task = TASKS[row.task]
-  return [*task.overrides, *LOOP, f"seed={row.seed}", *(e.removeprefix("--config.") for e in extra)]
+  search = [*task.search, f"budget.fraction={row.fraction}"] if row.method == "dnarch" else []
+  given = (e.removeprefix("--config.") for e in extra)
+  return [*task.overrides, *LOOP, f"seed={row.seed}", *search, *given]
 
 
 def load(row: Row, overrides: list[str]):
@@ -252,9 +255,7 @@ def run_row(row: Row, out: pathlib.Path, extra: list[str]) -> dict:
   shutil.rmtree(workdir, ignore_errors=True)  # an interrupted row restarts: one run's wall time
   overrides = base_overrides(row, extra)
   info: dict = {}
-  if row.method == "dnarch":
-    overrides += [*TASKS[row.task].search, f"budget.fraction={row.fraction}"]
-  else:
+  if row.method != "dnarch":
     make = {"uniform": uniform_arch, "random": random_arch}.get(row.method)
     arch, info = make(row, extra) if make else retrain_arch(row, out, extra)
     arch_file = out / "archs" / f"{row.name}.json"
@@ -365,7 +366,7 @@ def markdown_table(results: list[dict]) -> str:
   ]
   for s in summarise(results):
     cost = "-" if s["search_cost"] is None else f"{s['search_cost']:.2f}x"
-    spread = lambda mean, sd: f"{mean:.2f} ± {sd:.2f}" if s["seeds"] > 1 else f"{mean:.2f}"
+    spread = lambda mean, sd, n=s["seeds"]: f"{mean:.2f} ± {sd:.2f}" if n > 1 else f"{mean:.2f}"
     lines.append(
       f"| {s['task']} | {s['budget_fraction']:g} ({s['budget'] / 1e6:.1f} M) | {s['method']} "
       f"| {s['seeds']} | {spread(100 * s['accuracy'], 100 * s['accuracy_sd'])} "

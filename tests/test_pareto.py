@@ -1,6 +1,7 @@
 """The Pareto comparison (experiments/pareto.py): its rows, its baselines' architectures, its
 table and plot, and two rows end to end (dnarch, then retrain from what it found)."""
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -31,6 +32,18 @@ def test_rows_put_every_task_method_and_budget_of_seed_0_first_and_only_selects(
   ]  # fmt: skip
   with pytest.raises(SystemExit, match="TASK"):
     pareto.select(rows, ["mnist:grid"])
+  # --config.* passes through last, so it overrides even the search's own settings.
+  dnarch = pareto.Row("smnist", "dnarch", 0.25, 0)
+  overrides = pareto.base_overrides(dnarch, ["--config.optim.arch_epochs=0.5"])
+  assert overrides[-3:] == [
+    "arch_refresh_every=100",
+    "budget.fraction=0.25",
+    "optim.arch_epochs=0.5",
+  ]
+  assert not any(
+    "arch_epochs" in o
+    for o in pareto.base_overrides(dataclasses.replace(dnarch, method="uniform"), [])
+  )
 
 
 def test_uniform_shrinks_widths_and_resolutions_by_one_factor_within_the_budget():
