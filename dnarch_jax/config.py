@@ -34,6 +34,7 @@ ARCH_PARAM_DIMENSIONS = {
 }
 # dnarch_jax.conv.ROUTES and "auto"
 CONV_ROUTES = ("auto", "direct", "fft", "shift", "native", "native_fft")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +87,9 @@ class ModelConfig:
   # memory of keeping everything, at about the same speed on XLA:CPU
   # (benchmarks/results/README.md).
   remat: bool = True
+  # The dtype of activations and convolutions (model.DNArchCCNN); parameters, optimiser state,
+  # BatchNorm statistics, masks, kernel nets, the cost model and the loss stay float32.
+  compute_dtype: str = "float32"
 
   @property
   def ndim(self) -> int:
@@ -138,6 +142,8 @@ def validate(cfg: ModelConfig) -> ModelConfig:
     _fail("head", f"unknown head {cfg.head!r}; expected one of {HEADS}")
   if cfg.conv_route not in CONV_ROUTES:
     _fail("conv_route", f"unknown route {cfg.conv_route!r}; expected one of {CONV_ROUTES}")
+  if cfg.compute_dtype not in COMPUTE_DTYPES:
+    _fail("compute_dtype", f"unknown dtype {cfg.compute_dtype!r}; expected one of {COMPUTE_DTYPES}")
   if not 0.0 < cfg.threshold < 1.0:
     _fail("threshold", f"must lie in (0, 1), got {cfg.threshold}")
   for name in ("dropout", "input_dropout"):
@@ -297,6 +303,7 @@ def model_block(
       resolution_bucket=2,
       conv_route="auto",
       remat=True,
+      compute_dtype="float32",
     )
   )
   model.update(overrides)

@@ -24,7 +24,7 @@ Routes (all exact up to float rounding, all differentiable in x and kernel, jit/
   install, called through XLA's FFI: `dnarch_jax.native`). An 8-position x 8-channel tile of
   outputs stays in registers while the taps stream past it, so a tap costs one kernel load,
   eight input loads and eight FMAs; dx is the forward kernel with the flipped kernel, dk a
-  kernel of its own (eight taps' sums in registers along each row). Other dtypes, other
+  kernel of its own (eight taps' sums in registers along each row). float64, other
   backends, or an install without the compiled library run it as "shift".
 - "native_fft" (CPU, f32, 1D): the "fft" route's arithmetic in C++ (`csrc/fft_conv_kernels.inc`):
   per example and group of 16 channels (two real signals as one complex one, one AVX2 register
@@ -33,6 +33,12 @@ Routes (all exact up to float rounding, all differentiable in x and kernel, jit/
   128 KiB buffer; dk sums conj(G) X over the batch and inverts once. XLA's route spends as long
   moving channels first, padding and cropping as transforming. 2D inputs (and whatever "native"
   cannot run) run as "fft".
+
+Low precision (bfloat16, float16; ``ModelConfig.compute_dtype``): x, the kernel and y keep the
+input's dtype, and every route accumulates in float32: the FFTs transform in float32 (there is no
+bfloat16 FFT), the shift route's sums are float32, and the native routes run their float32
+kernels on x and the kernel converted on the way in, y converted on the way out. "direct" is
+XLA's convolution in the input's dtype (float32 accumulation is the backend's choice).
 
 Why chunks and conds: the "fft" and "shift" routes walk the batch in chunks of at most 256 MiB
 (of x; of x and g backward), each the branch of a `lax.cond` whose two branches are identical
@@ -129,6 +135,11 @@ _CHUNK_BYTES = 256 << 20
 # Whether a route's chunks need the cond as a fusion barrier even when there is only one chunk
 # (`_sequenced`'s `barrier`; `route_flops` counts the conds it leaves).
 _BARRIER = {"fft": False, "shift": True}
+
+
+def _accumulation_dtype(dtype):
+  """float32 for low-precision inputs (the dtype every route sums in), else the input's."""
+  return jnp.promote_types(dtype, jnp.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,8 +265,9 @@ def _direct(x, kernel, pads):
   dn = ("NWC", "WIO", "NWC") if d == 1 else ("NHWC", "HWIO", "NHWC")
   rhs = kernel[..., None, :]  # [*T, 1, C]: one input channel per group
   return lax.conv_general_dilated(
-    x, rhs, (1,) * d, pads, dimension_numbers=dn, feature_group_count=x.shape[-1]
-  )
+    x, rhs, (1,) * d, pads, dimension_numbers=dn, feature_group_count=x.shape[-1],
+    preferred_element_type=_accumulation_dtype(x.dtype),
+  ).astype(x.dtype)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +278,7 @@ def _direct(x, kernel, pads):
 def _kernel_spectrum(kernel, pads, ns):
   """rfft of the kernel placed so that circular cross-correlation gives y[i] (lag j - lo)."""
   d = kernel.ndim - 1
-  k_CxT = jnp.moveaxis(kernel, -1, 0)
+  k_CxT = jnp.moveaxis(kernel, -1, 0).astype(_accumulation_dtype(kernel.dtype))
   k_CxN = jnp.pad(
     k_CxT, [(0, 0)] + [(0, n - t) for n, t in zip(ns, kernel.shape[:-1], strict=True)]
   )
@@ -280,15 +292,15 @@ def _spectra(start, size, ns, *arrays):
   axes = tuple(range(2, d + 2))
   out = []
   for a in arrays:
-    a_c = lax.slice_in_dim(a, start, start + size, axis=0)
+    a_c = lax.slice_in_dim(a, start, start + size, axis=0).astype(_accumulation_dtype(a.dtype))
     out.append(jnp.fft.rfftn(jnp.moveaxis(a_c, -1, 1), s=ns, axes=axes))
   return out
 
 
-def _fft_post(spatial):
-  def post(y_bxCxN):  # crop the padded transform and put channels back last
+def _fft_post(spatial, dtype):
+  def post(y_bxCxN):  # crop the padded transform, put channels back last, back to x's dtype
     idx = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
-    return jnp.moveaxis(y_bxCxN[idx], 1, -1)
+    return jnp.moveaxis(y_bxCxN[idx], 1, -1).astype(dtype)
 
   return post
 
@@ -316,7 +328,8 @@ def _fft_conv(x, kernel, pads):
 
   chunk = _chunk_size(B, math.prod(spatial) * C * x.dtype.itemsize)
   operands, barrier = (x, kf), _BARRIER["fft"]
-  y, _ = _sequenced(body, _fft_post(spatial), operands, B, chunk, x.shape, x.dtype, None, barrier)
+  post = _fft_post(spatial, x.dtype)
+  y, _ = _sequenced(body, post, operands, B, chunk, x.shape, x.dtype, None, barrier)
   return y
 
 
@@ -331,7 +344,7 @@ def _fft_conv_bwd(pads, res, g):
   axes = tuple(range(2, len(ns) + 2))
   # dx = g circularly convolved with k.
   dx_chunk = lambda start, size, g, G, kf: jnp.fft.irfftn(G * kf, s=ns, axes=axes)
-  post = _fft_post(x.shape[1:-1])
+  post = _fft_post(x.shape[1:-1], x.dtype)
   return _backward_in_chunks(x, g, kernel, pads, ns, dx_chunk, post, kf, _BARRIER["fft"])
 
 
@@ -365,10 +378,13 @@ def _blocked_channels(c: int) -> int:
 
 
 def _blocked_kernel(kernel):
-  """[*T, C] -> [*T, C/8, 1.., 8]: broadcasts against a blocked [b, C/8, *S, 8] array."""
+  """[*T, C] -> [*T, C/8, 1.., 8]: broadcasts against a blocked [b, C/8, *S, 8] array, in the
+  dtype the shift route sums in (float32 at least)."""
   taps, c = kernel.shape[:-1], kernel.shape[-1]
   cp = _blocked_channels(c)
-  k = jnp.pad(kernel, [(0, 0)] * len(taps) + [(0, cp - c)])
+  k = jnp.pad(
+    kernel.astype(_accumulation_dtype(kernel.dtype)), [(0, 0)] * len(taps) + [(0, cp - c)]
+  )
   return k.reshape(taps + (cp // _LANES,) + (1,) * len(taps) + (_LANES,))
 
 
@@ -384,7 +400,7 @@ def _shift_chunk(a, start, size, kb, pads, spatial):
   d = len(spatial)
   c = a.shape[-1]
   cp = _blocked_channels(c)
-  a_c = lax.slice_in_dim(a, start, start + size, axis=0)
+  a_c = lax.slice_in_dim(a, start, start + size, axis=0).astype(kb.dtype)
   a_p = jnp.pad(a_c, [(0, 0)] + list(pads) + [(0, cp - c)])
   sp = a_p.shape[1:-1]
   # [b, *Sp, C/8, 8] -> [b, C/8, *Sp, 8]: XLA loops over the output in layout order, so the
@@ -400,10 +416,10 @@ def _shift_chunk(a, start, size, kb, pads, spatial):
   return _tree_sum(terms)
 
 
-def _shift_post(c):
-  def post(y_b):  # [b, C/8, *S, 8] -> [b, *S, C]
+def _shift_post(c, dtype):
+  def post(y_b):  # [b, C/8, *S, 8] -> [b, *S, C], back to x's dtype
     y = jnp.moveaxis(y_b, 1, -2)
-    return y.reshape(y.shape[:-2] + (-1,))[..., :c]
+    return y.reshape(y.shape[:-2] + (-1,))[..., :c].astype(dtype)
 
   return post
 
@@ -418,7 +434,8 @@ def _shift_conv(x, kernel, pads):
 
   chunk = _chunk_size(B, math.prod(spatial) * C * x.dtype.itemsize)
   operands, barrier = (x, kb), _BARRIER["shift"]
-  y, _ = _sequenced(body, _shift_post(C), operands, B, chunk, x.shape, x.dtype, None, barrier)
+  post = _shift_post(C, x.dtype)
+  y, _ = _sequenced(body, post, operands, B, chunk, x.shape, x.dtype, None, barrier)
   return y
 
 
@@ -436,7 +453,7 @@ def _shift_conv_bwd(pads, res, g):
   ns = _fft_shape(spatial, pads)
   dx_chunk = lambda start, size, g, G, kb: _shift_chunk(g, start, size, kb, pads_t, spatial)
   return _backward_in_chunks(
-    x, g, kernel, pads, ns, dx_chunk, _shift_post(C), kb_flip, _BARRIER["shift"]
+    x, g, kernel, pads, ns, dx_chunk, _shift_post(C, x.dtype), kb_flip, _BARRIER["shift"]
   )
 
 
@@ -473,7 +490,8 @@ def _native_runs(route: str, dtype, ndim: int) -> bool:
   """Whether ``route`` is a native one that can run here (else its XLA twin runs instead)."""
   if route not in ("native", "native_fft") or (route == "native_fft" and ndim != 3):
     return False
-  return native.available() and dtype == jnp.float32 and jax.default_backend() == "cpu"
+  low_or_single = jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16, jnp.float16)
+  return native.available() and low_or_single and jax.default_backend() == "cpu"
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,20 +500,26 @@ def _native_runs(route: str, dtype, ndim: int) -> bool:
 
 
 def depthwise_conv(x, kernel, *, causal: bool, route: str = "auto") -> jax.Array:
-  """Same-size depthwise cross-correlation of x_BxSxC with kernel_TxC (see module docstring)."""
+  """Same-size depthwise cross-correlation of x_BxSxC with kernel_TxC (see module docstring).
+
+  Computes in the inputs' common dtype, except that a low-precision x (bfloat16, float16) keeps
+  its dtype with a float32 kernel: y and dx in x's dtype, dk float32 (float32 sums).
+  """
   _validate(x.shape, kernel.shape, causal)
   spatial = tuple(x.shape[1:-1])
   r = resolve_route(spatial, tuple(kernel.shape[:-1]), x.shape[-1], x.shape[0], causal, route)
-  dtype = jnp.result_type(x, kernel)
-  if not jnp.issubdtype(dtype, jnp.floating):
+  if not all(jnp.issubdtype(a.dtype, jnp.floating) for a in (x, kernel)):
     raise ValueError(f"depthwise_conv: needs floating inputs, got {x.dtype} and {kernel.dtype}")
+  low = jnp.finfo(x.dtype).bits < 32
+  dtype = x.dtype if low else jnp.result_type(x, kernel)
   x = x.astype(dtype)
-  kernel = _crop_kernel(kernel.astype(dtype), spatial, causal)
+  kernel = _crop_kernel(kernel if low else kernel.astype(dtype), spatial, causal)
   pads = _pads(kernel.shape[:-1], causal)
   if r == "direct":
-    return _direct(x, kernel, pads)
-  if _native_runs(r, dtype, x.ndim):
-    return _native_conv(x, kernel, pads, r == "native_fft")
+    return _direct(x, kernel.astype(dtype), pads)
+  if _native_runs(r, dtype, x.ndim):  # float32 kernels (converts fuse into x's producer)
+    f32 = jnp.float32
+    return _native_conv(x.astype(f32), kernel.astype(f32), pads, r == "native_fft").astype(dtype)
   if xla_countable_route(r) == "fft":  # "fft", or "native_fft" where it cannot run (2D included)
     return _fft_conv(x, kernel, pads)
   return _shift_conv(x, kernel, pads)  # "shift", or "native" where it cannot run

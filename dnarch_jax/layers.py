@@ -3,6 +3,13 @@
 Parameters never change shape (so optimizer state and checkpoints stay valid as the architecture
 changes); a layer is told, through static sizes, how much of itself to use. The math they call is
 in the pure modules (``masks``, ``grids``, ``conv``).
+
+Low precision (``ModelConfig.compute_dtype``): every layer returns its input's dtype. Parameters
+stay float32: products (dense, convolution) take them rounded to the input's dtype and accumulate
+in float32, and every elementwise op that meets a parameter (bias, BatchNorm's affine) runs in
+float32 and rounds its result. So every sum over the batch and positions, the parameters'
+gradients and BatchNorm's statistics, is a float32 sum: XLA:CPU's bfloat16 reductions are not
+(a bias gradient over 4x64x64 positions of ones came out 1024, not 16384).
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from dnarch_jax.kernelnets import make_kernel_net
 
 @jax.custom_vjp
 def dense_product(x, w_IxO):
-  """``x @ w`` over the last axis of ``x``, with a weight gradient XLA:CPU computes without
-  copying the output gradient.
+  """``x @ w`` over the last axis of ``x``, in ``x``'s dtype (``w`` rounded to it, float32
+  accumulation), with a weight gradient in ``w``'s dtype that XLA:CPU computes without copying
+  the output gradient.
 
   Autodiff's weight gradient is ``dot(x, g)`` contracting the leading axes, for which XLA:CPU
   copies the output gradient ``g`` into a transposed buffer every step (``g`` also feeds the
@@ -31,21 +39,33 @@ def dense_product(x, w_IxO):
   as they are: the sMNIST CCNN-4,140 step lost its 8 [140, 78400] copies and ran 1975 against
   2286 ms (``benchmarks/results/README.md``).
   """
-  return x @ w_IxO
+  return _matmul(x, w_IxO)
+
+
+def _matmul(a, b):
+  """``a @ b`` in ``a``'s dtype, accumulated in float32 at least."""
+  acc = jnp.promote_types(a.dtype, jnp.float32)
+  return jnp.matmul(a, b.astype(a.dtype), preferred_element_type=acc).astype(a.dtype)
 
 
 def _dense_product_fwd(x, w):
-  return x @ w, (x, w)
+  return _matmul(x, w), (x, w)
 
 
 def _dense_product_bwd(res, g):
   x, w = res
   g_NxO, x_NxI = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
-  dw_OxI = jax.lax.dot_general(g_NxO, x_NxI, (((0,), (0,)), ((), ())))
-  return g @ w.T, dw_OxI.T
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  dw_OxI = jax.lax.dot_general(g_NxO, x_NxI, (((0,), (0,)), ((), ())), preferred_element_type=acc)
+  return _matmul(g, w.T).astype(x.dtype), dw_OxI.T.astype(w.dtype)
 
 
 dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
+
+
+def add_in_float32(x, b):
+  """``x + b`` computed in float32 and returned in ``x``'s dtype (see the module docstring)."""
+  return (x.astype(jnp.promote_types(x.dtype, jnp.float32)) + b).astype(x.dtype)
 
 
 class SlicedDense(nn.Module):
@@ -73,15 +93,17 @@ class SlicedDense(nn.Module):
   ):
     in_channels = x.shape[-1] if in_channels is None else in_channels
     kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
-    # One input channel (the stem's mixer) is an outer product: autodiff's plain reduction.
-    product = dense_product if self.in_features > 1 else jnp.matmul
-    y = product(x, select(select(kernel, in_channels, 0), out_channels, 1))
+    kernel = select(select(kernel, in_channels, 0), out_channels, 1)
+    if self.in_features > 1:
+      y = dense_product(x, kernel)
+    else:  # an outer product (the stem's mixer): elementwise, so float32 and autodiff's reduction
+      y = (x.astype(jnp.float32) @ kernel).astype(x.dtype)
     bias = None
     if self.use_bias:
       bias = select(self.param("bias", nn.initializers.zeros, (self.features,)), out_channels)
-    if separate_bias:
+    if separate_bias:  # float32: the consumer adds it in its own float32 elementwise ops
       return y, (0.0 if bias is None else bias)
-    return y if bias is None else y + bias
+    return y if bias is None else add_in_float32(y, bias)
 
 
 class SlicedBatchNorm(nn.Module):
@@ -109,10 +131,12 @@ class SlicedBatchNorm(nn.Module):
     if train:
       axes = tuple(range(x.ndim - 1))
       # Named so a rematerialised network keeps these [C] statistics instead of re-reducing x.
-      mean = checkpoint_name(jnp.mean(x, axis=axes), "norm_stats")
+      # Statistics in float32 whatever x's dtype (the reductions read x as it is).
+      x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+      mean = checkpoint_name(jnp.mean(x32, axis=axes), "norm_stats")
       # d var / d mean = -2 mean(x - mean) = 0: stopping it is exact and spares the backward
       # pass a reduction of x - mean per channel.
-      centred = x - jax.lax.stop_gradient(mean)
+      centred = x32 - jax.lax.stop_gradient(mean)
       var = checkpoint_name(jnp.mean(jnp.square(centred), axis=axes), "norm_stats")
       if not self.is_initializing():
         m, at = self.momentum, index(channels)
@@ -125,7 +149,8 @@ class SlicedBatchNorm(nn.Module):
     # x * a + (bias - mean * a): the mean's gradient then shares the bias's sum of g, where
     # (x - mean) * a + bias costs one more reduction (of g * a) per channel.
     a = jax.lax.rsqrt(var + self.epsilon) * scale
-    return x * a + (bias - mean * a)
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return (x32 * a + (bias - mean * a)).astype(x.dtype)
 
 
 def channel_dropout(x_BxSxC, rate: float, rng, max_channels: int, channels: Channels | None = None):
@@ -227,7 +252,9 @@ class MaskedContinuousConv(nn.Module):
     kernel_KxC = kernel_KxC * self.mask(p_KxD)[..., None]
     # Recorded for CCNN's L2 regulariser, which penalises the sampled, masked kernels.
     self.sow("intermediates", "masked_kernel", kernel_KxC)
+    # In x's dtype; the float32 kernel gets a float32 gradient (conv.depthwise_conv).
     y = conv.depthwise_conv(x_BxSxC, kernel_KxC, causal=self.causal, route=route)
     if self.use_bias:
-      y = y + select(self.param("bias", nn.initializers.zeros, (self.channels,)), in_channels)
+      bias = select(self.param("bias", nn.initializers.zeros, (self.channels,)), in_channels)
+      y = add_in_float32(y, bias)
     return y

@@ -5,6 +5,13 @@ describes (cropped), or the full one for ``compute_arch(..., crop=False)``; both
 output (METHOD.md §5). With every ``learn_*`` switch off it is CCNN with fixed sizes; with only
 ``learn_kernel`` it is CCNN with FlexConv's learned kernel sizes, as CCNN's paper runs it.
 
+Mixed precision (``cfg.compute_dtype``): the input is cast to the compute dtype once and every
+activation the network stores is in it: the convolutions' and dense products' inputs and
+outputs, the residual stream. Parameters, kernel nets, masks, gates and BatchNorm statistics
+stay float32; the elementwise ops that meet them run in float32 and round their result to the
+compute dtype (``dnarch_jax.layers``: every sum over positions is then a float32 sum). The head
+runs in float32, so the logits and the loss are float32.
+
 Architecture parameters (all named ``arch_*``):
   ``stem_conv/arch_sigma``, ``block_l/conv/arch_sigma``: gaussian kernel-size masks, per axis;
   ``arch_stream_cutoff``, ``block_l/arch_hidden_cutoff``: sigmoid-cutoff width masks (or, with
@@ -175,9 +182,10 @@ def _hidden_and_linear(block: Block, h, mixer_bias, stream, hidden, train: bool)
   """A block's second region: the mixer's bias, GELU, hidden mask and dropout, then the linear
   layer's product; returns it and the linear layer's bias, which the next region adds."""
   cfg = block.cfg
-  h = nn.gelu(h + mixer_bias)
+  h = nn.gelu(h + mixer_bias)  # float32: the bias is
   if cfg.learn_width:
-    h = h * width_mask(block, "hidden", cfg.hidden_width, hidden, cfg)
+    h = _masked(h, width_mask(block, "hidden", cfg.hidden_width, hidden, cfg))
+  h = h.astype(cfg.compute_dtype)
   if train and cfg.dropout > 0:
     h = channel_dropout(h, cfg.dropout, block.make_rng("dropout"), cfg.hidden_width, hidden)
   linear = SlicedDense(cfg.hidden_width, cfg.width, _kaiming_normal, name="linear")
@@ -186,8 +194,8 @@ def _hidden_and_linear(block: Block, h, mixer_bias, stream, hidden, train: bool)
 
 def _residual_add(x_BxSxC, h, linear_bias, stream_mask_C, gate):
   """A block's last region: the linear layer's bias, GELU, stream mask, depth gate, skip."""
-  h = _masked(nn.gelu(h + linear_bias), stream_mask_C)
-  return x_BxSxC + (h if gate is None else h * gate)
+  h = _masked(nn.gelu(h + linear_bias), stream_mask_C)  # float32: the bias is
+  return (x_BxSxC + (h if gate is None else h * gate)).astype(x_BxSxC.dtype)
 
 
 # What the remat regions of the stem, blocks and head keep for the backward pass besides their
@@ -217,7 +225,10 @@ def compiler_options(cfg: ModelConfig) -> dict[str, str] | None:
 
 
 def _masked(x, mask):
-  return x if mask is None else x * mask
+  """``x * mask``, computed in float32 (masks are), in ``x``'s dtype."""
+  if mask is None:
+    return x
+  return (x.astype(jnp.promote_types(x.dtype, jnp.float32)) * mask).astype(x.dtype)
 
 
 class DNArchCCNN(nn.Module):
@@ -248,6 +259,7 @@ class DNArchCCNN(nn.Module):
     if train and cfg.input_dropout > 0:
       keep = jax.random.bernoulli(self.make_rng("dropout"), 1 - cfg.input_dropout, x.shape)
       x = jnp.where(keep, x / (1 - cfg.input_dropout), 0.0)
+    x = x.astype(cfg.compute_dtype)
     # static_argnums count the module as 0.
     h = _region(cfg, _stem, (2, 3, 5))(self, x, arch, init_arch, stream_mask, train)
 
@@ -277,6 +289,8 @@ def _stem(model: DNArchCCNN, x, arch: Arch, init_arch: Arch, stream_mask, train:
 def _head(model: DNArchCCNN, h, stream: Channels, stream_mask, train: bool):
   """Head of ``DNArchCCNN``: BatchNorm, then a per-position or pooled linear classifier."""
   cfg = model.cfg
+  # float32 from here: the logits feed the loss; the head is one small product.
+  h = h.astype(jnp.float32)
   norm = SlicedBatchNorm(cfg.width, name="head_norm")
   head = SlicedDense(cfg.width, cfg.num_classes, name="head")
   if cfg.head == "dense":

@@ -77,7 +77,8 @@ def spectral_resample(
   if any(s % 2 for s in (*spatial, *out_size)):
     raise ValueError(f"spectral resampling needs even sizes, got {spatial} -> {out_size}")
   axes = tuple(range(1, 1 + len(spatial)))
-  X = jnp.fft.rfftn(x_BxSxC, axes=axes)
+  # FFTs run in float32 at least (there is no bfloat16 transform); the output keeps x's dtype.
+  X = jnp.fft.rfftn(x_BxSxC.astype(jnp.promote_types(x_BxSxC.dtype, jnp.float32)), axes=axes)
   for i, (axis, n_in, n_out) in enumerate(zip(axes, spatial, out_size, strict=True)):
     X = _resize_axis(X, axis, n_in, n_out, onesided=(i == len(axes) - 1))
   if mask_per_axis is not None:
@@ -89,4 +90,4 @@ def spectral_resample(
   scale = 1.0
   for n_in, n_out in zip(spatial, out_size, strict=True):
     scale *= n_out / n_in
-  return jnp.fft.irfftn(X, s=out_size, axes=axes).astype(x_BxSxC.dtype) * scale
+  return (jnp.fft.irfftn(X, s=out_size, axes=axes) * scale).astype(x_BxSxC.dtype)

@@ -1,5 +1,6 @@
 """The DNArch CCNN: cropped network = thresholded full network; gradients reach every mask."""
 
+import collections
 import dataclasses
 import functools
 import math
@@ -317,3 +318,39 @@ def test_gamma_sampler_matches_the_gamma_distribution(alpha):
   assert np.all(x > 0)
   np.testing.assert_allclose(x.mean(), alpha, rtol=0.01)  # Gamma(a, 1): mean a, variance a
   np.testing.assert_allclose(x.var(), alpha, rtol=0.03)
+
+
+def _dot_operand_dtypes(fn, *args) -> collections.Counter:
+  """Dot products in ``fn``'s lowered program, by their first operand's dtype."""
+  text = jax.jit(fn).lower(*args).as_text()
+  return collections.Counter(
+    re.findall(r"stablehlo\.dot_general .*: \(tensor<[^>]*x(bf16|f32)>", text)
+  )
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_bfloat16_network_computes_in_bfloat16_within_rounding_of_float32(ndim):
+  """``compute_dtype="bfloat16"`` with the float32 network's parameters: the activations'
+  products (a stem mixer of one input channel excepted: elementwise, in float32) take bfloat16
+  operands, the kernel nets and head float32 ones; logits and gradients are float32, within
+  bfloat16 rounding of float32's (measured: logits 0.3%, all gradients 0.8-0.9% relative, the
+  worst leaf 13%, apart from leaves whose float32 gradient is 0 up to rounding, ~1e-6)."""
+  cfg = small_config(ndim, dropout=0.0)
+  low = dataclasses.replace(cfg, compute_dtype="bfloat16")
+  variables = cached_init(cfg)
+  x = jax.random.normal(jax.random.key(1), (4, *cfg.input_size, cfg.in_channels))
+  arch = compute_arch(variables["params"], cfg, 4, crop=False)
+  forward = lambda c: lambda v, x: DNArchCCNN(c).apply(v, x, arch, train=False)
+  products = 2 * cfg.num_blocks + (cfg.in_channels > 1)  # mixers, linears, a stem mixer
+  assert _dot_operand_dtypes(forward(low), variables, x)["bf16"] == products
+  logits, logits_low = (forward(c)(variables, x) for c in (cfg, low))
+  assert logits_low.dtype == jnp.float32
+  assert rel(logits_low, logits) < 0.02
+  (_, grads), _ = _remat_loss_and_grads(cfg, 4, True)
+  (loss_low, grads_low), _ = _remat_loss_and_grads(low, 4, True)
+  assert np.isfinite(float(loss_low))
+  flat = lambda tree: jnp.concatenate([a.ravel() for a in jax.tree.leaves(tree)])
+  assert rel(flat(grads_low), flat(grads)) < 0.05
+  for a, b in zip(jax.tree.leaves(grads_low), jax.tree.leaves(grads), strict=True):
+    assert a.dtype == jnp.float32
+    assert float(jnp.linalg.norm(b)) < 1e-4 or rel(a, b) < 0.4
