@@ -125,6 +125,7 @@ from jax import lax
 
 from dnarch_jax import native
 from dnarch_jax.masks import array_module
+from dnarch_jax.precision import accumulation_dtype
 
 ROUTES = ("direct", "fft", "shift", "native", "native_fft")
 
@@ -135,11 +136,6 @@ _CHUNK_BYTES = 256 << 20
 # Whether a route's chunks need the cond as a fusion barrier even when there is only one chunk
 # (`_sequenced`'s `barrier`; `route_flops` counts the conds it leaves).
 _BARRIER = {"fft": False, "shift": True}
-
-
-def _accumulation_dtype(dtype):
-  """float32 for low-precision inputs (the dtype every route sums in), else the input's."""
-  return jnp.promote_types(dtype, jnp.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +262,7 @@ def _direct(x, kernel, pads):
   rhs = kernel[..., None, :]  # [*T, 1, C]: one input channel per group
   return lax.conv_general_dilated(
     x, rhs, (1,) * d, pads, dimension_numbers=dn, feature_group_count=x.shape[-1],
-    preferred_element_type=_accumulation_dtype(x.dtype),
+    preferred_element_type=accumulation_dtype(x.dtype),
   ).astype(x.dtype)  # fmt: skip
 
 
@@ -278,7 +274,7 @@ def _direct(x, kernel, pads):
 def _kernel_spectrum(kernel, pads, ns):
   """rfft of the kernel placed so that circular cross-correlation gives y[i] (lag j - lo)."""
   d = kernel.ndim - 1
-  k_CxT = jnp.moveaxis(kernel, -1, 0).astype(_accumulation_dtype(kernel.dtype))
+  k_CxT = jnp.moveaxis(kernel, -1, 0).astype(accumulation_dtype(kernel.dtype))
   k_CxN = jnp.pad(
     k_CxT, [(0, 0)] + [(0, n - t) for n, t in zip(ns, kernel.shape[:-1], strict=True)]
   )
@@ -292,7 +288,7 @@ def _spectra(start, size, ns, *arrays):
   axes = tuple(range(2, d + 2))
   out = []
   for a in arrays:
-    a_c = lax.slice_in_dim(a, start, start + size, axis=0).astype(_accumulation_dtype(a.dtype))
+    a_c = lax.slice_in_dim(a, start, start + size, axis=0).astype(accumulation_dtype(a.dtype))
     out.append(jnp.fft.rfftn(jnp.moveaxis(a_c, -1, 1), s=ns, axes=axes))
   return out
 
@@ -382,9 +378,7 @@ def _blocked_kernel(kernel):
   dtype the shift route sums in (float32 at least)."""
   taps, c = kernel.shape[:-1], kernel.shape[-1]
   cp = _blocked_channels(c)
-  k = jnp.pad(
-    kernel.astype(_accumulation_dtype(kernel.dtype)), [(0, 0)] * len(taps) + [(0, cp - c)]
-  )
+  k = jnp.pad(kernel.astype(accumulation_dtype(kernel.dtype)), [(0, 0)] * len(taps) + [(0, cp - c)])
   return k.reshape(taps + (cp // _LANES,) + (1,) * len(taps) + (_LANES,))
 
 
@@ -534,7 +528,10 @@ def resolve_route(spatial, taps, channels, batch, causal, route="auto") -> str:
   spatial, taps = tuple(spatial), tuple(taps)
   taps = _cropped_taps(spatial, taps, causal)
   if jax.default_backend() != "cpu":
-    # Unmeasured on GPU/TPU: CCNN's rule (FFT once every cropped kernel side exceeds 50).
+    # Unmeasured on GPU/TPU (no accelerator has been lent yet): CCNN's rule, FFT once every
+    # cropped kernel side exceeds 50. `bash benchmarks/gpu.sh routes` times every route there
+    # (benchmarks/conv_routes.py, JSON lines with the rule's pick beside each); this rule is to
+    # be replaced by one derived from that file, as the CPU's below was.
     return "fft" if min(taps) > 50 else "direct"
   positions = math.prod(taps)
   if native.available():

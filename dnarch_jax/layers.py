@@ -8,8 +8,7 @@ Low precision (``ModelConfig.compute_dtype``): every layer returns its input's d
 stay float32: products (dense, convolution) take them rounded to the input's dtype and accumulate
 in float32, and every elementwise op that meets a parameter (bias, BatchNorm's affine) runs in
 float32 and rounds its result. So every sum over the batch and positions, the parameters'
-gradients and BatchNorm's statistics, is a float32 sum: XLA:CPU's bfloat16 reductions are not
-(a bias gradient over 4x64x64 positions of ones came out 1024, not 16384).
+gradients and BatchNorm's statistics, is a float32 sum (``precision``).
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from jax.ad_checkpoint import checkpoint_name
 from dnarch_jax import conv, grids, masks
 from dnarch_jax.channels import Channels, index, select
 from dnarch_jax.kernelnets import make_kernel_net
+from dnarch_jax.precision import accumulation_dtype, add_in_float32, upcast
 
 
 @jax.custom_vjp
@@ -44,8 +44,8 @@ def dense_product(x, w_IxO):
 
 def _matmul(a, b):
   """``a @ b`` in ``a``'s dtype, accumulated in float32 at least."""
-  acc = jnp.promote_types(a.dtype, jnp.float32)
-  return jnp.matmul(a, b.astype(a.dtype), preferred_element_type=acc).astype(a.dtype)
+  ab = jnp.matmul(a, b.astype(a.dtype), preferred_element_type=accumulation_dtype(a.dtype))
+  return ab.astype(a.dtype)
 
 
 def _dense_product_fwd(x, w):
@@ -55,17 +55,14 @@ def _dense_product_fwd(x, w):
 def _dense_product_bwd(res, g):
   x, w = res
   g_NxO, x_NxI = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
-  acc = jnp.promote_types(x.dtype, jnp.float32)
-  dw_OxI = jax.lax.dot_general(g_NxO, x_NxI, (((0,), (0,)), ((), ())), preferred_element_type=acc)
+  contract_N = (((0,), (0,)), ((), ()))
+  dw_OxI = jax.lax.dot_general(
+    g_NxO, x_NxI, contract_N, preferred_element_type=accumulation_dtype(x.dtype)
+  )
   return _matmul(g, w.T).astype(x.dtype), dw_OxI.T.astype(w.dtype)
 
 
 dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
-
-
-def add_in_float32(x, b):
-  """``x + b`` computed in float32 and returned in ``x``'s dtype (see the module docstring)."""
-  return (x.astype(jnp.promote_types(x.dtype, jnp.float32)) + b).astype(x.dtype)
 
 
 class SlicedDense(nn.Module):
@@ -128,11 +125,10 @@ class SlicedBatchNorm(nn.Module):
     bias = select(self.param("bias", nn.initializers.zeros, (self.features,)), channels)
     ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (self.features,))
     ra_var = self.variable("batch_stats", "var", jnp.ones, (self.features,))
+    x32 = upcast(x)  # statistics, pooling and the affine in float32 whatever x's dtype
     if train:
       axes = tuple(range(x.ndim - 1))
       # Named so a rematerialised network keeps these [C] statistics instead of re-reducing x.
-      # Statistics in float32 whatever x's dtype (the reductions read x as it is).
-      x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
       mean = checkpoint_name(jnp.mean(x32, axis=axes), "norm_stats")
       # d var / d mean = -2 mean(x - mean) = 0: stopping it is exact and spares the backward
       # pass a reduction of x - mean per channel.
@@ -145,11 +141,10 @@ class SlicedBatchNorm(nn.Module):
     else:
       mean, var = select(ra_mean.value, channels), select(ra_var.value, channels)
     if pool_axes is not None:
-      x = jnp.mean(x, axis=pool_axes)
+      x32 = jnp.mean(x32, axis=pool_axes)
     # x * a + (bias - mean * a): the mean's gradient then shares the bias's sum of g, where
     # (x - mean) * a + bias costs one more reduction (of g * a) per channel.
     a = jax.lax.rsqrt(var + self.epsilon) * scale
-    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     return (x32 * a + (bias - mean * a)).astype(x.dtype)
 
 

@@ -43,6 +43,7 @@ from dnarch_jax.arch import (
 from dnarch_jax.channels import Channels, select
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.layers import MaskedContinuousConv, SlicedBatchNorm, SlicedDense, channel_dropout
+from dnarch_jax.precision import multiply_in_float32
 
 _kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
@@ -226,9 +227,7 @@ def compiler_options(cfg: ModelConfig) -> dict[str, str] | None:
 
 def _masked(x, mask):
   """``x * mask``, computed in float32 (masks are), in ``x``'s dtype."""
-  if mask is None:
-    return x
-  return (x.astype(jnp.promote_types(x.dtype, jnp.float32)) * mask).astype(x.dtype)
+  return x if mask is None else multiply_in_float32(x, mask)
 
 
 class DNArchCCNN(nn.Module):

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from dnarch_jax.precision import upcast
+
 
 def frequencies(size: int, onesided: bool) -> jax.Array:
   """Absolute frequency (cycles per signal) of each DFT bin of a length-``size`` axis."""
@@ -78,7 +80,7 @@ def spectral_resample(
     raise ValueError(f"spectral resampling needs even sizes, got {spatial} -> {out_size}")
   axes = tuple(range(1, 1 + len(spatial)))
   # FFTs run in float32 at least (there is no bfloat16 transform); the output keeps x's dtype.
-  X = jnp.fft.rfftn(x_BxSxC.astype(jnp.promote_types(x_BxSxC.dtype, jnp.float32)), axes=axes)
+  X = jnp.fft.rfftn(upcast(x_BxSxC), axes=axes)
   for i, (axis, n_in, n_out) in enumerate(zip(axes, spatial, out_size, strict=True)):
     X = _resize_axis(X, axis, n_in, n_out, onesided=(i == len(axes) - 1))
   if mask_per_axis is not None:
