@@ -53,8 +53,8 @@ from flax import serialization
 from dnarch_jax import conv, cost, spectral
 from dnarch_jax.arch import Arch, arch_sizes, initial_arch, width_param
 from dnarch_jax.channels import select
-from dnarch_jax.config import HEADS, ModelConfig
-from dnarch_jax.layers import SlicedBatchNorm
+from dnarch_jax.config import COMPUTE_DTYPES, HEADS, ModelConfig
+from dnarch_jax.layers import SlicedBatchNorm, SlicedDense
 from dnarch_jax.model import (
   DNArchCCNN,
   count_params,
@@ -62,6 +62,7 @@ from dnarch_jax.model import (
   index_mask,
   width_mask_values,
 )
+from dnarch_jax.precision import add_in_float32, multiply_in_float32
 
 FORMAT = "dnarch_jax.export"
 FORMAT_VERSION = 1
@@ -99,6 +100,9 @@ class ExportSpec:
 
   ``width_masks``/``depth_gates``: whether the trained network multiplied activations by width
   masks / depth gates (learned width / depth), which the export then applies as constants.
+  ``compute_dtype``: the trained network's ``ModelConfig.compute_dtype``; the export computes
+  in it under the same rule (activations and products in it, parameters, BatchNorm and the head
+  in float32). Exports written before it existed read as float32.
   """
 
   input_size: tuple[int, ...]
@@ -112,6 +116,7 @@ class ExportSpec:
   width_masks: bool
   depth_gates: bool
   bn_epsilon: float = SlicedBatchNorm.epsilon
+  compute_dtype: str = "float32"
 
   @property
   def depth(self) -> int:
@@ -158,6 +163,7 @@ class ExportSpec:
       width_masks=bool(d["width_masks"]),
       depth_gates=bool(d["depth_gates"]),
       bn_epsilon=float(d["bn_epsilon"]),
+      compute_dtype=_compute_dtype(d.get("compute_dtype", "float32")),
     )
 
   def with_conv_route(self, route: str | Callable[[str], str]) -> ExportSpec:
@@ -167,6 +173,12 @@ class ExportSpec:
     swap = lambda c: dataclasses.replace(c, route=new_route(c.route))
     blocks = tuple(dataclasses.replace(b, conv=swap(b.conv)) for b in self.blocks)
     return dataclasses.replace(self, stem=swap(self.stem), blocks=blocks)
+
+
+def _compute_dtype(name: str) -> str:
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"unknown compute_dtype {name!r}; expected one of {COMPUTE_DTYPES}")
+  return name
 
 
 def export_spec(cfg: ModelConfig, arch: Arch) -> ExportSpec:
@@ -194,6 +206,7 @@ def export_spec(cfg: ModelConfig, arch: Arch) -> ExportSpec:
     blocks=blocks,
     width_masks=cfg.learn_width,
     depth_gates=cfg.learn_depth,
+    compute_dtype=cfg.compute_dtype,
   )
 
 
@@ -214,7 +227,7 @@ class DepthwiseConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.zeros, (*self.taps, channels))
     y = conv.depthwise_conv(x_BxSxC, kernel, causal=self.causal, route=self.route)
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (channels,))
+      y = add_in_float32(y, self.param("bias", nn.initializers.zeros, (channels,)))
     return y
 
 
@@ -224,7 +237,12 @@ def _constant(module: nn.Module, name: str, shape) -> jax.Array:
 
 
 def _masked(x, mask):
-  return x if mask is None else x * mask
+  return x if mask is None else multiply_in_float32(x, mask)
+
+
+def _norm(epsilon: float, name: str, x):
+  """BatchNorm in eval mode on the running statistics (in float32, ``x``'s dtype out)."""
+  return SlicedBatchNorm(x.shape[-1], epsilon=epsilon, name=name)(x, train=False)
 
 
 def _frequency_bins(size: int, last_axis: bool) -> int:
@@ -254,17 +272,22 @@ class ExportedBlock(nn.Module):
         x_BxSxC, b.resolution, [lambda freq, m=m: m for m in fixed]
       )
     stream = x_BxSxC.shape[-1]
-    h = nn.BatchNorm(use_running_average=True, epsilon=self.bn_epsilon, name="norm")(x_BxSxC)
+    h = _norm(self.bn_epsilon, "norm", x_BxSxC)
     h = _masked(h, stream_mask_C)
     h = DepthwiseConv(b.conv.taps, self.causal, b.conv.route, b.conv.use_bias, name="conv")(h)
-    h = nn.gelu(nn.Dense(b.hidden_width, name="mixer")(h))
+    # The trained block's float32 steps (model.Block): biases, GELUs and masks in float32, the
+    # products' inputs and the residual stream in the compute dtype.
+    h, bias = SlicedDense(stream, b.hidden_width, name="mixer")(h, separate_bias=True)
+    h = nn.gelu(h + bias)
     if self.width_masks:
       h = h * _constant(self, "hidden_mask", (b.hidden_width,))
-    h = nn.Dense(stream, name="linear")(h)
-    h = _masked(nn.gelu(h), stream_mask_C)
+    h, bias = SlicedDense(b.hidden_width, stream, name="linear")(
+      h.astype(x_BxSxC.dtype), separate_bias=True
+    )
+    h = _masked(nn.gelu(h + bias), stream_mask_C)
     if self.depth_gate:
       h = h * _constant(self, "gate", ())
-    return x_BxSxC + h
+    return (x_BxSxC + h).astype(x_BxSxC.dtype)
 
 
 class ExportedCCNN(nn.Module):
@@ -279,14 +302,15 @@ class ExportedCCNN(nn.Module):
     check_input_shape(s, x_BxSxC.shape)
     stream_mask = _constant(self, "stream_mask", (s.stream_width,)) if s.width_masks else None
     stem = s.stem
+    x_BxSxC = x_BxSxC.astype(s.compute_dtype)
     h = DepthwiseConv(stem.taps, s.causal, stem.route, stem.use_bias, name="stem_conv")(x_BxSxC)
-    h = nn.Dense(s.stream_width, use_bias=False, name="stem_mixer")(h)
-    h = nn.BatchNorm(use_running_average=True, epsilon=s.bn_epsilon, name="stem_norm")(h)
+    h = SlicedDense(s.in_channels, s.stream_width, use_bias=False, name="stem_mixer")(h)
+    h = _norm(s.bn_epsilon, "stem_norm", h)
     h = _masked(nn.gelu(h), stream_mask)
     for b in s.blocks:
       block = ExportedBlock(b, s.causal, s.width_masks, s.depth_gates, s.bn_epsilon, name=b.name)
       h = block(h, stream_mask)
-    h = nn.BatchNorm(use_running_average=True, epsilon=s.bn_epsilon, name="head_norm")(h)
+    h = _norm(s.bn_epsilon, "head_norm", h.astype(jnp.float32))  # the head runs in float32
     h = _masked(h, stream_mask)
     head = nn.Dense(s.num_classes, name="head")
     if s.head == "dense":
