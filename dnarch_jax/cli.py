@@ -15,7 +15,7 @@ def _config_overrides(unknown: list[str]) -> list[str]:
   out = []
   for arg in unknown:
     if not arg.startswith("--config."):
-      raise SystemExit(f"dnarch: unrecognised argument {arg!r}")
+      raise ValueError(f"unrecognised argument {arg!r} (settings are --config.KEY=VALUE)")
     out.append(arg[len("--config.") :])
   return out
 
@@ -134,9 +134,9 @@ def cmd_train(args, overrides) -> int:
   if is_dnal(config):
     from dnarch_jax.dnal.train import train as dnal_train
 
-    result = dnal_train(config, args.workdir)
+    result = dnal_train(config, args.workdir, args.allow_config_change)
   else:
-    result = train(config, args.workdir)
+    result = train(config, args.workdir, args.allow_config_change)
   print(json.dumps(result))
   return 0 if result["status"] == "completed" else 3
 
@@ -192,15 +192,28 @@ def cmd_predict(args, overrides) -> int:
   return 0
 
 
-TRAIN_EPILOG = """\
+OVERRIDES_HELP = """\
 overrides:  --config.KEY=VALUE sets any field of the config (e.g. --config.total_steps=2000,
             --config.budget.fraction=0.25); an unknown key or a value out of range is an error.
-resume:     rerunning with a workdir that holds checkpoints resumes from the newest readable
-            one (bit-identical to an uninterrupted run); a different model or data is refused.
-signals:    SIGTERM saves a checkpoint at the current step and exits; rerun to resume.
-exit status: 0 done, 2 bad input or a failed run (one line on stderr, no checkpoint lost),
-            3 stopped by SIGTERM after saving.
 """
+EXIT_HELP = """\
+exit status: 0 done, 2 bad input or a failed run (one line on stderr, no checkpoint lost),
+            3 stopped by SIGTERM or SIGINT after saving.
+"""
+TRAIN_EPILOG = f"""\
+{OVERRIDES_HELP}resume:     rerunning with a workdir that holds checkpoints resumes from the newest
+            readable one (bit-identical to an uninterrupted run), with the settings the run
+            started with (--config may be left out). Only total_steps, log_every, eval_every,
+            checkpoint_every, keep_last and progress may differ; another model or data is
+            refused, other changes need --allow_config_change (recorded in the workdir's
+            config_changes.jsonl). One process at a time trains in a workdir.
+signals:    SIGTERM or SIGINT (Ctrl-C) saves a checkpoint at the current step and exits;
+            rerun to resume.
+{EXIT_HELP}"""
+READ_EPILOG = f"""\
+checkpoints: best (highest validation accuracy) or latest; a corrupt one is skipped with a
+            warning naming its step, and the newest readable one is read instead.
+{EXIT_HELP}"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     hostmem.reexec_with_huge_pages(["-m", "dnarch_jax", *sys.argv[1:]])
   parser = argparse.ArgumentParser(prog="dnarch", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
-  p = sub.add_parser("summary", help="the architecture layer by layer, with its cost")
+
+  def add(name: str, help: str, epilog: str):
+    return sub.add_parser(
+      name, help=help, description=help, epilog=epilog,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+  p = add("summary", "the architecture layer by layer, with its cost", OVERRIDES_HELP + READ_EPILOG)
   source = p.add_mutually_exclusive_group(required=True)
   source.add_argument("--config", help="experiments/<task>.py[:variant]: its initial architecture")
   source.add_argument("--workdir", help="a run's workdir: the architecture it discovered")
@@ -220,28 +240,29 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--json", action="store_true", help="print one JSON object")
   p.add_argument("--no-xla", action="store_true", help="skip compiling for XLA's FLOP count")
   p.set_defaults(func=cmd_summary)
-  p = sub.add_parser(
-    "train", help="train (or resume) a run in a workdir", epilog=TRAIN_EPILOG,
-    formatter_class=argparse.RawDescriptionHelpFormatter,
-  )  # fmt: skip
+  p = add("train", "train (or resume) a run in a workdir", TRAIN_EPILOG)
   p.add_argument("--config", help="experiments/<task>.py[:variant]; default: the workdir's")
   p.add_argument(
     "--workdir", required=True,
     help="the run's folder: config.json, metrics.jsonl, arch.jsonl, checkpoints/, report/",
   )  # fmt: skip
+  p.add_argument(
+    "--allow_config_change", action="store_true",
+    help="resume the workdir's run with changed settings (model and data excepted)",
+  )  # fmt: skip
   p.set_defaults(func=cmd_train)
-  p = sub.add_parser("eval", help="test metrics of a run's best checkpoint, as JSON")
-  p.add_argument("--workdir", required=True)
+  p = add("eval", "test metrics of a run's best checkpoint, as JSON", READ_EPILOG)
+  p.add_argument("--workdir", required=True, help="a run's workdir (written by dnarch train)")
   p.add_argument("--split", default="test", choices=["test", "validation"])
   p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
   p.set_defaults(func=cmd_eval)
-  p = sub.add_parser("export", help="the discovered network as a plain fixed-shape Flax model")
+  p = add("export", "the discovered network as a plain fixed-shape Flax model", READ_EPILOG)
   p.add_argument("--workdir", required=True, help="a run's workdir (written by dnarch train)")
   p.add_argument("--out", required=True, help="folder for model.json and variables.msgpack")
   p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
   p.add_argument("--no-xla", action="store_true", help="skip compiling for XLA's FLOP count")
   p.set_defaults(func=cmd_export)
-  p = sub.add_parser("predict", help="classes (and logits) of an exported model on a .npy batch")
+  p = add("predict", "classes (and logits) of an exported model on a .npy batch", EXIT_HELP)
   p.add_argument("--model", required=True, help="the folder dnarch export wrote")
   p.add_argument("--input", required=True, help="FILE.npy, float [batch, *spatial, channels]")
   p.add_argument(

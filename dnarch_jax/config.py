@@ -213,6 +213,8 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   path, _, variant = spec.partition(":")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--config: no such config file {path!r}")
+  if not path.endswith(".py"):
+    raise ValueError(f"--config: {path!r} is not a Python config (experiments/<task>.py[:variant])")
   module_spec = importlib.util.spec_from_file_location(f"dnarch_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -253,7 +255,9 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
   if isinstance(current, tuple) and isinstance(value, list):
     value = tuple(value)
   if current is not None and type(value) is not type(current):
-    raise ValueError(f"--config.{key}: expected a {type(current).__name__}, got {raw!r}")
+    name = type(current).__name__
+    kind = {"int": "an integer", "float": "a number", "str": "a string"}.get(name, f"a {name}")
+    raise ValueError(f"--config.{key}: expected {kind}, got {raw!r}")
   with node.ignore_type():
     node[leaf] = value
 

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import pathlib
-import signal
 import time
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from dnarch_jax import budget as budget_lib
 from dnarch_jax import hostmem, report, search_space, sharding
+from dnarch_jax import workdir as workdir_lib
 from dnarch_jax.arch import (
   Arch,
   bucket_boundaries,
@@ -55,12 +55,6 @@ from dnarch_jax.steps import (
 )
 
 log = logging.getLogger("dnarch")
-
-# Fields of a run config that may change between a run and its resumption.
-RESUMABLE_CHANGES = (
-  "total_steps", "log_every", "eval_every", "checkpoint_every", "keep_last", "progress",
-)  # fmt: skip
-
 
 # A soft budget's refresh adopts no architecture costing more than this times the budget.
 SOFT_BUDGET_TOLERANCE = 1.05
@@ -94,10 +88,6 @@ def check_finite(params, step: int, last_good: int | None) -> None:
     )
 
 
-class WorkdirMismatchError(ValueError):
-  pass
-
-
 def validate_train_fields(config: ml_collections.ConfigDict) -> None:
   for key in ("log_every", "eval_every", "checkpoint_every", "arch_refresh_every", "keep_last"):
     if not isinstance(config[key], int) or config[key] < 1:
@@ -124,42 +114,26 @@ def validate_train_fields(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.budget.{key}: must be non-negative, got {budget[key]!r}")
 
 
-def _comparable(config_dict: dict) -> dict:
-  return {k: v for k, v in config_dict.items() if k not in RESUMABLE_CHANGES}
-
-
-def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-  """A workdir holds one run: resuming it with a different model or data is an error."""
-  saved_path = workdir / "config.json"
-  if not saved_path.exists():
-    return
-  saved = json.loads(saved_path.read_text())
-  current = json.loads(config.to_json())
-  for section in ("model", "data"):
-    if saved.get(section) != current.get(section):
-      diff = sorted(
-        k
-        for k in set(saved.get(section, {})) | set(current.get(section, {}))
-        if saved.get(section, {}).get(k) != current.get(section, {}).get(k)
-      )
-      raise WorkdirMismatchError(
-        f"workdir {workdir} holds a run of a different {section} (config.{section} differs in "
-        f"{diff}); use a new --workdir, or the saved config: {saved_path}"
-      )
-
-
 class Trainer:
   """One run. Build it, then ``run()``; see the module docstring."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path, devices=None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    devices=None,
+    allow_config_change: bool = False,
+  ):
     add_loop_fields(config)
     validate_train_fields(config)
     validate_data_config(config.data)
     self.config = config
     self.cfg: ModelConfig = run_model_config(config)  # every config error before any compile
     self.workdir = pathlib.Path(workdir)
-    self.workdir.mkdir(parents=True, exist_ok=True)
-    check_workdir(self.workdir, config)
+    workdir_lib.check_writable(self.workdir)
+    self.config_changes = workdir_lib.resume_changes(
+      self.workdir, config.to_json(), allow_config_change
+    )
     self.is_main = jax.process_index() == 0
 
     self.mesh = sharding.make_mesh(devices)
@@ -177,16 +151,20 @@ class Trainer:
       1, math.ceil(float(config.optim.epochs) * self.steps_per_epoch)
     )
 
-    variables = init_variables(self.cfg, jax.random.key(config.seed))
+    # The budget before anything compiles: one no architecture meets is refused here. Its costs
+    # need only the parameters' shapes (the extremes of the architecture are fixed values).
+    init = lambda key: init_variables(self.cfg, key)
+    shapes = jax.eval_shape(init, jax.random.key(config.seed))
+    self.budget_metric = config.budget.metric
+    self.budget = budget_lib.resolve_budget(
+      config.budget, shapes["params"], self.cfg, self.batch_size
+    )
+    variables = init(jax.random.key(config.seed))
     variables["params"] = search_space.clip_to_bounds(variables["params"], self.cfg)
     if config.arch_init:
       variables["params"] = params_for_arch(
         variables["params"], self.cfg, load_arch(config.arch_init), self.batch_size, "arch_init"
       )
-    self.budget_metric = config.budget.metric
-    self.budget = budget_lib.resolve_budget(
-      config.budget, variables["params"], self.cfg, self.batch_size
-    )
     self.hard_budget = self.budget > 0 and config.budget.mode == "hard"
     optim = dict(config.optim)
     self.tx = make_optimizer(
@@ -216,7 +194,6 @@ class Trainer:
     self.seen_archs: set[Arch] = set()
     self.compiles, self.compile_seconds = 0, 0.0
     self.max_cost = 0.0
-    self._stop_requested = False
 
   # --- state -----------------------------------------------------------------------------------
 
@@ -235,10 +212,13 @@ class Trainer:
     self.train_iter.set_state(meta["data_state"])
     self.max_cost = float(meta.get("max_cost", 0.0))
     if self.is_main:
-      for path in (self.workdir / "metrics.jsonl", self.workdir / "arch.jsonl"):
-        report.truncate_after(path, step)
+      report.truncate_after(self.workdir / "metrics.jsonl", step)
+      # The loop refreshes the architecture at the top of step ``step``, after the checkpoint
+      # of that step was saved: it rewrites that step's record.
+      report.truncate_after(self.workdir / "arch.jsonl", step - 1)
+      workdir_lib.record_changes(self.workdir, self.config_changes, step)
       (self.workdir / "config.json").write_text(self.config.to_json(indent=2))
-    log.info("resumed from step %d of %s", step, self.workdir)
+    log.warning("resumed from step %d of %s", step, self.workdir)
     return step
 
   def save(self, step: int, metrics: dict | None = None, force: bool = False) -> None:
@@ -336,9 +316,12 @@ class Trainer:
 
   def run(self, stop_at: int | None = None) -> dict[str, Any]:
     """Train to ``total_steps``, or stop with a checkpoint at ``stop_at`` as a preemption would."""
+    with workdir_lib.WorkdirLock(self.workdir, self.is_main), workdir_lib.StopSignals() as stop:
+      return self._run(stop, stop_at)
+
+  def _run(self, stop: workdir_lib.StopSignals, stop_at: int | None) -> dict[str, Any]:
     step = self.restore_or_start()
     end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
-    previous = signal.signal(signal.SIGTERM, self._on_sigterm)
     bar = self._progress_bar(step)
     last_log_time, last_log_step = time.perf_counter(), step
     status = "completed"
@@ -366,12 +349,11 @@ class Trainer:
           self.save(step, metrics={"val_accuracy": val["accuracy"]}, force=True)
         elif step % self.config.checkpoint_every == 0:
           self.save(step)
-        if self._stop_requested or (step == end and end < self.total_steps):
+        if stop.requested or (step == end and end < self.total_steps):
           self.save(step, force=True)
-          status = "preempted" if self._stop_requested else "stopped"
+          status = "preempted" if stop.requested else "stopped"
           break
     finally:
-      signal.signal(signal.SIGTERM, previous)
       self.checkpointer.wait()
       if bar is not None:
         bar.close()
@@ -381,10 +363,6 @@ class Trainer:
     if self.is_main:
       report.write_report(self.workdir, budget=self.budget or None)
     return result
-
-  def _on_sigterm(self, signum, frame) -> None:
-    log.warning("SIGTERM: saving a checkpoint and stopping")
-    self._stop_requested = True
 
   def _log(self, record: dict) -> None:
     if self.metrics:
@@ -433,6 +411,11 @@ def evaluate_run(workdir: str | pathlib.Path, split: str = "test", which: str = 
   return dict(split=split, step=step, checkpoint=which, flops=flops, params=params, **metrics)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-  """Run (or resume) the run ``config`` in ``workdir``; returns a summary of the run."""
-  return Trainer(config, workdir).run()
+def train(
+  config: ml_collections.ConfigDict,
+  workdir: str | pathlib.Path,
+  allow_config_change: bool = False,
+) -> dict[str, Any]:
+  """Run (or resume) the run ``config`` in ``workdir``; returns a summary of the run.
+  ``allow_config_change``: resume with settings other than the run's (``workdir`` module)."""
+  return Trainer(config, workdir, allow_config_change=allow_config_change).run()

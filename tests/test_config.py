@@ -49,7 +49,7 @@ def test_overrides_are_typed_and_unknown_keys_rejected():
   assert config.model.width == 32 and config.optim.lr == 1.0
   with pytest.raises(ValueError, match="unknown config key"):
     apply_override(config, "model.widht=3")
-  with pytest.raises(ValueError, match="expected a int"):
+  with pytest.raises(ValueError, match="expected an integer"):
     apply_override(config, "model.width=wide")
   with pytest.raises(ValueError, match="unknown variant"):
     load_config("experiments/mnist.py:nope")

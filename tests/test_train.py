@@ -18,7 +18,8 @@ from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 from dnarch_jax.optim import is_arch_param
-from dnarch_jax.train import NonFiniteLossError, Trainer, WorkdirMismatchError, _all_finite
+from dnarch_jax.train import NonFiniteLossError, Trainer, _all_finite
+from dnarch_jax.workdir import WorkdirError, WorkdirMismatchError
 
 SMOKE = "experiments/mnist.py:smoke"
 FAST = ["arch_refresh_every=1000", "progress=False", "eval_every=1000", "checkpoint_every=1000"]
@@ -46,7 +47,7 @@ def test_stop_and_resume_is_bit_identical(tmp_path):
   straight = Trainer(smoke_config(*overrides), tmp_path / "straight")
   straight.run()
   first = Trainer(smoke_config(*overrides), tmp_path / "resumed")
-  assert first.run(stop_at=10)["status"] == "stopped"
+  assert first.run(stop_at=15)["status"] == "stopped"
   second = Trainer(smoke_config(*overrides), tmp_path / "resumed")
   assert second.run()["status"] == "completed"
   assert int(second.state.step) == int(straight.state.step) == 20
@@ -56,6 +57,11 @@ def test_stop_and_resume_is_bit_identical(tmp_path):
   assert second.arch == straight.arch
   strip = lambda rows: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rows]
   assert strip(train_metrics(tmp_path / "resumed")) == strip(train_metrics(tmp_path / "straight"))
+  # The stop fell on a refresh step that changed the architecture (15): its record is written
+  # once, not twice.
+  arch_records = lambda run: report.read_jsonl(tmp_path / run / "arch.jsonl")
+  assert arch_records("resumed") == arch_records("straight")
+  assert 15 in [r["step"] for r in arch_records("straight")]
 
 
 def test_eight_devices_equal_one_device(tmp_path):
@@ -138,8 +144,8 @@ def test_non_finite_weights_never_reach_a_checkpoint(tmp_path):
   Trainer(smoke_config("total_steps=2", "log_every=1", "checkpoint_every=2"), tmp_path).run()
   blow_up = ["log_every=20", "checkpoint_every=1", "optim.lr=1e30", "optim.arch_lr=1e30"]
   with pytest.raises(NonFiniteLossError, match="non-finite parameters at step"):
-    Trainer(smoke_config("total_steps=20", *blow_up), tmp_path).run()
-  resumed = Trainer(smoke_config("total_steps=20"), tmp_path)
+    Trainer(smoke_config("total_steps=20", *blow_up), tmp_path, allow_config_change=True).run()
+  resumed = Trainer(smoke_config("total_steps=20"), tmp_path, allow_config_change=True)
   assert 2 <= resumed.restore_or_start() < 20
   assert bool(_all_finite(resumed.state.params))
 
@@ -169,6 +175,9 @@ def test_bad_input_names_the_cause(tmp_path):
   Trainer(smoke_config("total_steps=1", "log_every=1"), tmp_path / "b").run()
   with pytest.raises(WorkdirMismatchError, match="different model"):
     Trainer(smoke_config("model.width=24"), tmp_path / "b")
+  with pytest.raises(WorkdirError, match=r"budget.fraction \(0.5 -> 0.25\)"):
+    Trainer(smoke_config("budget.fraction=0.25"), tmp_path / "b")
+  Trainer(smoke_config("budget.fraction=0.25"), tmp_path / "b", allow_config_change=True)
 
 
 def test_cli_train_eval_and_continue(tmp_path, capsys):
@@ -213,7 +222,8 @@ def test_sigterm_saves_a_checkpoint_from_which_training_resumes(tmp_path):
   workdir = tmp_path / "run"
   cmd = [sys.executable, "-m", "dnarch_jax", "train", "--config", SMOKE, "--workdir", str(workdir),
          "--config.total_steps=400", "--config.log_every=1", "--config.progress=False",
-         "--config.eval_every=1000", "--config.checkpoint_every=1000"]  # fmt: skip
+         "--config.eval_every=1000", "--config.checkpoint_every=1000",
+         "--config.arch_refresh_every=1000"]  # fmt: skip
   env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 300
@@ -229,10 +239,21 @@ def test_sigterm_saves_a_checkpoint_from_which_training_resumes(tmp_path):
   assert resumed.run()["step"] == saved + 2
 
 
-def test_train_help_says_overrides_resume_signals_and_exit_status(capsys):
+HELP_WORDS = {
+  "train": ("--config.KEY=VALUE", "resumes", "SIGTERM", "SIGINT", "exit status", "checkpoints/",
+            "--allow_config_change", "One process at a time"),
+  "summary": ("--config.KEY=VALUE", "a corrupt one is skipped", "exit status"),
+  "eval": ("a corrupt one is skipped", "exit status", "--workdir"),
+  "export": ("a corrupt one is skipped", "exit status", "--out"),
+  "predict": ("exit status", "--model", "--input"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", sorted(HELP_WORDS))
+def test_help_says_overrides_resume_signals_and_exit_status(command, capsys):
   with pytest.raises(SystemExit) as exit_:
-    main(["train", "--help"])
+    main([command, "--help"])
   out = capsys.readouterr().out
   assert exit_.value.code == 0
-  for words in ("--config.KEY=VALUE", "resumes", "SIGTERM", "exit status", "checkpoints/"):
+  for words in HELP_WORDS[command]:
     assert words in out, words

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import pathlib
-import signal
 import time
 from typing import Any
 
@@ -35,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from dnarch_jax import report, sharding
+from dnarch_jax import workdir as workdir_lib
 from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.data import open_split, pipeline_from_config, validate_data_config
 from dnarch_jax.dnal import gates as gates_lib
@@ -51,7 +51,7 @@ from dnarch_jax.dnal.steps import (
   make_tx,
   restart_optimizer,
 )
-from dnarch_jax.train import NonFiniteLossError, check_finite, check_workdir, load_run_config
+from dnarch_jax.train import NonFiniteLossError, check_finite, load_run_config
 
 log = logging.getLogger("dnarch")
 
@@ -101,14 +101,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 class DnalTrainer:
   """One DNAL run. Build it, then ``run()``; see the module docstring."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path, devices=None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    devices=None,
+    allow_config_change: bool = False,
+  ):
     validate_config(config)
     validate_data_config(config.data)
     self.config = config
     self.cfg: NetConfig = run_net_config(config)
     self.workdir = pathlib.Path(workdir)
-    self.workdir.mkdir(parents=True, exist_ok=True)
-    check_workdir(self.workdir, config)
+    workdir_lib.check_writable(self.workdir)
+    self.config_changes = workdir_lib.resume_changes(
+      self.workdir, config.to_json(), allow_config_change
+    )
     self.is_main = jax.process_index() == 0
 
     self.mesh = sharding.make_mesh(devices)
@@ -146,7 +154,6 @@ class DnalTrainer:
     self.metrics = report.MetricsWriter(self.workdir / "metrics.jsonl") if self.is_main else None
     self.arch_log = report.MetricsWriter(self.workdir / "arch.jsonl") if self.is_main else None
     self.compiles: set = set()
-    self._stop_requested = False
 
   # --- stages ----------------------------------------------------------------------------------
 
@@ -192,10 +199,12 @@ class DnalTrainer:
     self.arch = DnalArch.from_dict(meta["arch"])
     self.train_iter.set_state(meta["data_state"])
     if self.is_main:
+      # DNAL logs a step's architecture before that step's checkpoint: both files end at it.
       for path in (self.workdir / "metrics.jsonl", self.workdir / "arch.jsonl"):
         report.truncate_after(path, step)
+      workdir_lib.record_changes(self.workdir, self.config_changes, step)
       (self.workdir / "config.json").write_text(self.config.to_json(indent=2))
-    log.info("resumed from step %d of %s", step, self.workdir)
+    log.warning("resumed from step %d of %s", step, self.workdir)
     return step
 
   def save(self, step: int, metrics: dict | None = None, force: bool = False) -> None:
@@ -242,10 +251,13 @@ class DnalTrainer:
 
   def run(self, stop_at: int | None = None) -> dict[str, Any]:
     """Train to the end of the last stage, or stop with a checkpoint at ``stop_at``."""
+    with workdir_lib.WorkdirLock(self.workdir, self.is_main), workdir_lib.StopSignals() as stop:
+      return self._run(stop, stop_at)
+
+  def _run(self, stop: workdir_lib.StopSignals, stop_at: int | None) -> dict[str, Any]:
     step = self.restore_or_start()
     end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
     stage_ends = set(np.cumsum(self.lengths).tolist())
-    previous = signal.signal(signal.SIGTERM, self._on_sigterm)
     bar = self._progress_bar(step)
     last_time, last_step = time.perf_counter(), step
     status = "completed"
@@ -269,12 +281,11 @@ class DnalTrainer:
           self.save(step, metrics={"val_accuracy": val["accuracy"]} if ranked else None, force=True)
         elif step % self.config.checkpoint_every == 0:
           self.save(step)
-        if self._stop_requested or (step == end and end < self.total_steps):
+        if stop.requested or (step == end and end < self.total_steps):
           self.save(step, force=True)
-          status = "preempted" if self._stop_requested else "stopped"
+          status = "preempted" if stop.requested else "stopped"
           break
     finally:
-      signal.signal(signal.SIGTERM, previous)
       self.checkpointer.wait()
       if bar is not None:
         bar.close()
@@ -289,10 +300,6 @@ class DnalTrainer:
     if self.is_main:
       report.write_report(self.workdir)
     return result
-
-  def _on_sigterm(self, signum, frame) -> None:
-    log.warning("SIGTERM: saving a checkpoint and stopping")
-    self._stop_requested = True
 
   def _log(self, record: dict) -> None:
     if self.metrics:
@@ -349,6 +356,10 @@ def evaluate_run(workdir: str | pathlib.Path, split: str = "test", which: str = 
   )
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+def train(
+  config: ml_collections.ConfigDict,
+  workdir: str | pathlib.Path,
+  allow_config_change: bool = False,
+) -> dict[str, Any]:
   """Run (or resume) the DNAL run ``config`` in ``workdir``; returns a summary of the run."""
-  return DnalTrainer(config, workdir).run()
+  return DnalTrainer(config, workdir, allow_config_change=allow_config_change).run()
