@@ -1,14 +1,21 @@
 """Time every depthwise-conv route, forward and forward+backward, and print one JSON per line.
 
     python benchmarks/conv_routes.py [--quick] [--routes fft,shift] [--cases smnist,cifar]
+                                     [--dtype float32|bfloat16]
 
 Shapes: sMNIST-like (B=100, L=784, C=140, causal; taps 65/129/257/784) and CIFAR-like (B=64,
 32x32, C=140, centred; taps 5/9/17/33), each also at half resolution (L=392; 16x16). A line:
-{"route", "shape", "taps", "mode": "fwd"|"fwd_bwd", "median_ms", "min_ms", "runs", "others_cores"}
-where fwd_bwd is the gradient of sum(y * g) w.r.t. x and the kernel, the median is over >= 5 runs
-after compilation, and others_cores is the average CPU load of other processes meanwhile (the
-machine is shared: rerun a line that was measured under load). The "auto" rule in
-dnarch_jax/conv.py is derived from these numbers.
+{"route", "shape", "taps", "mode": "fwd"|"fwd_bwd", "dtype", "device", "auto", "median_ms",
+"min_ms", "runs", "others_cores"} where fwd_bwd is the gradient of sum(y * g) w.r.t. x and the
+kernel, the median is over >= 5 runs after compilation, ``auto`` is the route the "auto" rule
+picks for that shape on this backend, and others_cores is the average CPU load of other
+processes meanwhile (the machine is shared: rerun a line that was measured under load). The
+"auto" rule in dnarch_jax/conv.py is derived from these numbers.
+
+The same script runs on a GPU or TPU (one command, JSON to stdout): there the native routes
+(XLA:CPU custom calls) are skipped and the direct route (the backend's grouped convolution) has
+no size limit. ``--dtype bfloat16`` times the routes on bfloat16 activations (float32 kernels,
+as ``ModelConfig.compute_dtype="bfloat16"`` runs them).
 """
 
 from __future__ import annotations
@@ -75,6 +82,18 @@ def measure(fn, args, runs: int) -> dict:
   }
 
 
+def skip_reason(route: str, positions: int) -> str | None:
+  """Why a route is not timed at this size on this backend (``None``: it is timed)."""
+  on_cpu = jax.default_backend() == "cpu"
+  if route.startswith("native") and not on_cpu:
+    return f"route {route} is an XLA:CPU custom call; this backend is {jax.default_backend()}"
+  limits = {"shift": SHIFT_MAX_POSITIONS} | ({"direct": DIRECT_MAX_POSITIONS} if on_cpu else {})
+  limit = limits.get(route)
+  if limit is not None and positions > limit:
+    return f"{positions} kernel positions > {limit} for route {route}"
+  return None
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--quick", action="store_true", help="a few shapes, 5 runs")
@@ -83,7 +102,9 @@ def main() -> None:
   p.add_argument("--taps", default="", help="comma-separated subset of each case's taps")
   p.add_argument("--runs", type=int, default=7)
   p.add_argument("--modes", default="fwd,fwd_bwd")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = p.parse_args()
+  device = str(jax.devices()[0].device_kind)
   runs = 5 if args.quick else max(args.runs, 5)
   rng = np.random.default_rng(0)
   for case in args.cases.split(","):
@@ -93,12 +114,13 @@ def main() -> None:
     if args.taps:
       taps_list = [t for t in taps_list if str(t) in args.taps.split(",")]
     shape = "x".join(str(s) for s in (batch, *spatial, channels))
-    x = jnp.asarray(rng.standard_normal((batch, *spatial, channels)), jnp.float32)
-    g = jnp.asarray(rng.standard_normal((batch, *spatial, channels)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((batch, *spatial, channels)), args.dtype)
+    g = jnp.asarray(rng.standard_normal((batch, *spatial, channels)), args.dtype)
     for t in taps_list:
       taps = (t,) * len(spatial)
       k = jnp.asarray(rng.standard_normal((*taps, channels)) / t, jnp.float32)
       positions = int(np.prod(conv._cropped_taps(spatial, taps, causal)))
+      auto = conv.resolve_route(spatial, taps, channels, batch, causal)
       for route in args.routes.split(","):
         conv_fn = functools.partial(_conv, causal=causal, route=route)
         fns = {
@@ -109,10 +131,10 @@ def main() -> None:
           ),
         }
         for mode in args.modes.split(","):
-          line = {"route": route, "shape": shape, "taps": t, "mode": mode}
-          limit = {"direct": DIRECT_MAX_POSITIONS, "shift": SHIFT_MAX_POSITIONS}.get(route)
-          if limit is not None and positions > limit:
-            line["skipped"] = f"{positions} kernel positions > {limit} for route {route}"
+          line = {"route": route, "shape": shape, "taps": t, "mode": mode, "dtype": args.dtype}
+          line |= {"device": device, "auto": auto}
+          if reason := skip_reason(route, positions):
+            line["skipped"] = reason
           else:
             line["resolved"] = conv.resolve_route(spatial, taps, channels, batch, causal, route)
             line.update(measure(*fns[mode], runs))

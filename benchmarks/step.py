@@ -7,15 +7,19 @@ CIFAR10 (batch 64, 32x32x3). "crop" is the initial architecture (kernels cropped
 
 Each case runs in its own process, so ``peak_mib`` (the process's peak resident memory, compile
 included) belongs to that case alone. Prints one JSON object per line:
-``{"case", "mode", "median_ms", "runs", "peak_mib", "xla_temp_mib", "flops_per_example",
+``{"case", "mode", "dtype", "median_ms", "runs", "peak_mib", "xla_temp_mib", "flops_per_example",
 "routes", "device"}`` (``xla_temp_mib``: XLA's temporary buffers for one call, from the compiled
-program's memory analysis).
+program's memory analysis). On an accelerator the line adds ``peak_device_mib`` (the device
+allocator's peak), ``model_flops_per_step`` (the cost model's FLOPs for the whole batch: 1x the
+forward pass for ``fwd``, 3x for ``train``: backward is twice the forward) and, with
+``--peak_tflops``, ``mfu`` = model FLOPs per second over that peak.
 
     python benchmarks/step.py [--runs 5] [--case smnist_4_140_crop ...] [--mode fwd train]
-                              [--no-remat]
+                              [--dtype float32 bfloat16] [--no-remat] [--peak_tflops T]
 
-``--no-remat`` runs the model with ``remat=False``: every activation kept for the backward pass
-instead of the default's recomputation of the elementwise ones (``ModelConfig.remat``).
+``--dtype`` sets ``ModelConfig.compute_dtype`` (each dtype its own process). ``--no-remat`` runs
+the model with ``remat=False``: every activation kept for the backward pass instead of the
+default's recomputation of the elementwise ones (``ModelConfig.remat``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import time
 CASES = ("smnist_4_140_crop", "smnist_4_140_full", "cifar10_4_140_crop", "cifar10_4_140_full")
 
 
-def model_and_batch(case: str, remat: bool = True):
+def model_and_batch(case: str, remat: bool = True, dtype: str = "float32"):
   from dnarch_jax.config import learn, model_block, model_config
 
   if case.startswith("smnist"):
@@ -45,10 +49,11 @@ def model_and_batch(case: str, remat: bool = True):
     shape, batch = (32, 32, 3), 64
   learn(block, "kernel")  # CCNN-4,140 as CCNN runs it: FlexConv's learned kernel size
   block.remat = remat
+  block.compute_dtype = dtype
   return model_config(block.to_dict(), shape, 10), batch
 
 
-def build(case: str, mode: str, remat: bool = True):
+def build(case: str, mode: str, remat: bool = True, dtype: str = "float32"):
   """``(call, lower, arch, cfg, batch_size)`` for one case: ``call()`` runs one forward pass
   (``fwd``) or one training step (``train``, updating its own state) and waits for it;
   ``lower()`` lowers the same computation (not held in memory while the case runs)."""
@@ -60,7 +65,7 @@ def build(case: str, mode: str, remat: bool = True):
   from dnarch_jax.optim import make_optimizer
   from dnarch_jax.steps import LossConfig, create_train_state, make_train_step
 
-  cfg, batch_size = model_and_batch(case, remat)
+  cfg, batch_size = model_and_batch(case, remat, dtype)
   arch = initial_arch(cfg, batch_size, crop=case.endswith("crop"))
   variables = init_variables(cfg, jax.random.key(0))
   x = jax.random.normal(jax.random.key(1), (batch_size, *cfg.input_size, cfg.in_channels))
@@ -84,13 +89,15 @@ def build(case: str, mode: str, remat: bool = True):
   return call, lambda: step.lower(holder["state"], batch, arch), arch, cfg, batch_size
 
 
-def run_case(case: str, mode: str, runs: int, remat: bool = True) -> dict:
+def run_case(
+  case: str, mode: str, runs: int, remat: bool = True, dtype: str = "float32", peak_tflops=None
+) -> dict:
   import jax
 
   from dnarch_jax import hostmem
   from dnarch_jax.steps import arch_cost
 
-  call, lower, arch, cfg, batch_size = build(case, mode, remat)
+  call, lower, arch, cfg, batch_size = build(case, mode, remat, dtype)
   compiled = lower().compile()  # as `dnarch train` compiles: ahead of the first call, then trim
   hostmem.trim()
   call()  # first call (finds the compiled step in jit's cache)
@@ -105,20 +112,32 @@ def run_case(case: str, mode: str, runs: int, remat: bool = True) -> dict:
   # beside the process's resident peak, which adds the runtime, the compiler and the allocator.
   memory = compiled.memory_analysis()
   routes = [arch.stem.route] + [b.conv.route for b in arch.blocks]
-  return dict(
+  flops_per_example = arch_cost(arch, cfg, batch_size)["flops"]
+  median_ms = statistics.median(times)
+  line = dict(
     case=case,
     mode=mode,
+    dtype=dtype,
     remat=remat,
-    median_ms=round(statistics.median(times), 1),
+    median_ms=round(median_ms, 1),
     runs=runs,
     min_ms=round(min(times), 1),
     peak_mib=round(peak_mib, 1),
     xla_temp_mib=round(memory.temp_size_in_bytes / 2**20, 1),
-    flops_per_example=arch_cost(arch, cfg, batch_size)["flops"],
+    flops_per_example=flops_per_example,
     taps=list(arch.blocks[0].conv.taps),
     routes=routes,
     device=str(jax.devices()[0].device_kind),
   )
+  device_stats = jax.devices()[0].memory_stats()  # None on the CPU
+  if device_stats and "peak_bytes_in_use" in device_stats:
+    line["peak_device_mib"] = round(device_stats["peak_bytes_in_use"] / 2**20, 1)
+  model_flops = flops_per_example * batch_size * (3 if mode == "train" else 1)
+  line["model_flops_per_step"] = model_flops
+  if peak_tflops:
+    line["peak_tflops"] = peak_tflops
+    line["mfu"] = round(model_flops / (median_ms / 1e3) / (peak_tflops * 1e12), 4)
+  return line
 
 
 def main() -> None:
@@ -126,26 +145,37 @@ def main() -> None:
   parser.add_argument("--case", nargs="*", default=list(CASES), choices=CASES)
   parser.add_argument("--mode", nargs="*", default=["fwd", "train"], choices=["fwd", "train"])
   parser.add_argument("--runs", type=int, default=5)
+  parser.add_argument("--dtype", nargs="*", default=["float32"], choices=["float32", "bfloat16"])
+  parser.add_argument(
+    "--peak_tflops",
+    type=float,
+    help="the chip's stated peak (dense TFLOP/s in the dtype measured) for the mfu field",
+  )
   parser.add_argument(
     "--no-remat", dest="remat", action="store_false", help="keep every activation for backward"
   )
-  parser.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
+  parser.add_argument("--child", nargs=3, metavar=("CASE", "MODE", "DTYPE"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   from dnarch_jax import hostmem
 
   hostmem.reexec_with_huge_pages([__file__, *sys.argv[1:]])  # as `dnarch` runs on the CPU
   if args.child:
-    print(json.dumps(run_case(*args.child, args.runs, args.remat)), flush=True)
+    case, mode, dtype = args.child
+    line = run_case(case, mode, args.runs, args.remat, dtype, args.peak_tflops)
+    print(json.dumps(line), flush=True)
     return
   for case in args.case:
     for mode in args.mode:
-      cmd = [sys.executable, __file__, "--child", case, mode, "--runs", str(args.runs)]
-      cmd += [] if args.remat else ["--no-remat"]
-      out = subprocess.run(cmd, capture_output=True, text=True)
-      if out.returncode:
-        print(json.dumps(dict(case=case, mode=mode, error=out.stderr.strip()[-2000:])), flush=True)
-      else:
-        print(out.stdout.strip().splitlines()[-1], flush=True)
+      for dtype in args.dtype:
+        cmd = [sys.executable, __file__, "--child", case, mode, dtype, "--runs", str(args.runs)]
+        cmd += [] if args.remat else ["--no-remat"]
+        cmd += ["--peak_tflops", str(args.peak_tflops)] if args.peak_tflops else []
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+          error = out.stderr.strip()[-2000:]
+          print(json.dumps(dict(case=case, mode=mode, dtype=dtype, error=error)), flush=True)
+        else:
+          print(out.stdout.strip().splitlines()[-1], flush=True)
 
 
 if __name__ == "__main__":
