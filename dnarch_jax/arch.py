@@ -266,12 +266,17 @@ def ramp_width(cfg: ModelConfig, axis: int) -> float:
 
 
 def resolution_size(cutoff, cfg: ModelConfig, axis: int):
-  """Even size along ``axis`` keeping every frequency whose mask is >= t, rounded up to the
-  bucket (host or traced)."""
+  """Size along ``axis`` keeping every frequency whose mask is >= t, rounded up to the bucket
+  (host or traced): an even size below the input's, or the input's own size ``N``.
+
+  An odd ``N`` has no Nyquist bin: its highest frequency ``(N - 1) / 2`` is a +-pair that only an
+  odd grid of ``N`` points holds without folding it onto one real bin, so a crop that keeps it is
+  ``N`` itself, never ``N - 1``."""
   big_n = cfg.input_size[axis]
   e = resolution_extent(cutoff, cfg, axis)
   xp = masks.array_module(e)
   size = xp.clip(2 * xp.floor(e * big_n / 2 + 1e-9), cfg.resolution_bucket, big_n)
+  size = xp.where(size >= 2 * (big_n // 2), big_n, size)  # only ever changes an odd N
   return round_up(size, cfg.resolution_bucket, big_n)
 
 
@@ -617,7 +622,7 @@ def soft_depth_gates(cutoff, cfg: ModelConfig):
 
 
 def soft_resolution(cutoff_D, cfg: ModelConfig):
-  """The loss's resolution per axis: the crop's even size (:func:`resolution_size`) as the
+  """The loss's resolution per axis: the crop's size (:func:`resolution_size`) as the
   value, with the gradient of the continuous size ``extent * N``."""
   out = []
   for axis, big_n in enumerate(cfg.input_size):

@@ -114,11 +114,6 @@ def validate(cfg: ModelConfig) -> ModelConfig:
       _fail(name, f"must be a positive integer, got {value!r}")
   if any(n < 1 for n in cfg.input_size):
     _fail("input_size", f"sizes must be positive, got {cfg.input_size}")
-  if cfg.learn_resolution and any(n % 2 for n in cfg.input_size):
-    _fail(
-      "input_size",
-      f"resolution learning resamples spectra and needs even sizes, got {cfg.input_size}",
-    )
   if cfg.causal and cfg.ndim != 1:
     _fail("causal", "causal kernels exist for 1D sequences only")
   if cfg.kernel_grid < 0 or cfg.kernel_grid == 1:

@@ -26,33 +26,43 @@ def frequencies(size: int, onesided: bool) -> jax.Array:
 def _resize_axis(X, axis: int, n_in: int, n_out: int, onesided: bool):
   """Crop or zero-pad the spectrum ``X`` along ``axis`` from ``n_in`` to ``n_out`` DFT points.
 
-  Sizes are even. The Nyquist bin of an even-length DFT stands for the pair of frequencies
-  +-n/2: when upsampling, the input's Nyquist bin is split evenly between the two bins the larger
-  grid has for them (as ``scipy.signal.resample`` does); when downsampling, the two bins that
-  become the output's Nyquist are summed. Both keep band-limited signals exact either way.
+  Frequencies below half the smaller size ``m = min(n_in, n_out)`` are copied. When ``m`` is even,
+  frequency ``m / 2`` is the smaller grid's Nyquist bin, which stands for the pair +-m/2: when
+  upsampling from an even size, the input's Nyquist bin is split evenly between the two bins the
+  larger grid has for them (as ``scipy.signal.resample`` does); when downsampling to an even size,
+  the two input bins that become the output's Nyquist are summed. An odd ``m`` has no Nyquist bin:
+  its frequencies are copied and the rest dropped or zero. Band-limited signals are kept exact
+  either way, for any sizes.
   """
   if n_out == n_in:
     return X
-  half_in, half_out = n_in // 2, n_out // 2
   take = lambda start, stop: jax.lax.slice_in_dim(X, start, stop, axis=axis)
+  small = min(n_in, n_out)
+  below = (small + 1) // 2  # bins 0 .. below-1: frequencies strictly below small / 2
+  nyquist_pair = small % 2 == 0
   if onesided:
-    if n_out < n_in:
-      # Real input: bins +-k are conjugates; their sum is twice bin +k (irfft keeps the real part).
-      nyquist = take(half_out, half_out + 1) * 2.0
-      return jnp.concatenate([take(0, half_out), nyquist], axis=axis)
-    nyquist = take(half_in, half_in + 1) * 0.5
+    # Real input: bins +-k are conjugates, so the one-sided spectrum holds k >= 0 only.
+    parts = [take(0, below)]
+    if nyquist_pair and n_out < n_in:
+      parts.append(take(below, below + 1) * 2.0)  # the pair's sum is twice bin +k
+    elif nyquist_pair:
+      parts.append(take(below, below + 1) * 0.5)
+    out = jnp.concatenate(parts, axis=axis)
     pad = [(0, 0)] * X.ndim
-    pad[axis] = (0, half_out - half_in)
-    return jnp.pad(jnp.concatenate([take(0, half_in), nyquist], axis=axis), pad)
+    pad[axis] = (0, n_out // 2 + 1 - out.shape[axis])
+    return jnp.pad(out, pad)
+  negative = (small - 1) // 2  # bins -negative .. -1
   if n_out < n_in:
-    nyquist = take(half_out, half_out + 1) + take(n_in - half_out, n_in - half_out + 1)
-    rest = take(n_in - half_out + 1, n_in)
-    return jnp.concatenate([take(0, half_out), nyquist, rest], axis=axis)
-  nyquist = take(half_in, half_in + 1) * 0.5
+    parts = [take(0, below)]
+    if nyquist_pair:
+      parts.append(take(below, below + 1) + take(n_in - below, n_in - below + 1))
+    parts.append(take(n_in - negative, n_in))
+    return jnp.concatenate(parts, axis=axis)
+  middle = [take(below, below + 1) * 0.5] if nyquist_pair else []
   zeros_shape = list(X.shape)
-  zeros_shape[axis] = n_out - n_in - 1
+  zeros_shape[axis] = n_out - n_in - len(middle)
   zeros = jnp.zeros(zeros_shape, X.dtype)
-  parts = [take(0, half_in), nyquist, zeros, nyquist, take(half_in + 1, n_in)]
+  parts = [take(0, below), *middle, zeros, *middle, take(n_in - negative, n_in)]
   return jnp.concatenate(parts, axis=axis)
 
 
@@ -64,8 +74,8 @@ def spectral_resample(
   """Resample ``x_BxSxC`` to spatial size ``out_size`` in the Fourier domain.
 
   Args:
-    x_BxSxC: ``[B, *spatial, C]``, one or two spatial axes of even size.
-    out_size: target size per spatial axis (even).
+    x_BxSxC: ``[B, *spatial, C]``, one or two spatial axes of any size.
+    out_size: target size per spatial axis (any size, odd or even).
     mask_per_axis: optional callables, one per axis, mapping absolute frequencies (float32 array)
       to mask values; the output spectrum is multiplied by their separable product. The mask is
       what makes the resolution differentiable.
@@ -76,8 +86,8 @@ def spectral_resample(
   out_size = tuple(int(s) for s in out_size)
   if len(out_size) != len(spatial):
     raise ValueError(f"out_size {out_size} does not match the spatial shape {spatial}")
-  if any(s % 2 for s in (*spatial, *out_size)):
-    raise ValueError(f"spectral resampling needs even sizes, got {spatial} -> {out_size}")
+  if any(s < 1 for s in out_size):
+    raise ValueError(f"out_size {out_size} must be positive")
   axes = tuple(range(1, 1 + len(spatial)))
   # FFTs run in float32 at least (there is no bfloat16 transform); the output keeps x's dtype.
   X = jnp.fft.rfftn(upcast(x_BxSxC), axes=axes)

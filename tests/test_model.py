@@ -80,16 +80,24 @@ def rel(a, b):
 
 
 CASES = [
-  # (ndim, per-block resolution cutoffs (normalised): lower, higher than the input, ...)
-  (1, [0.45, 0.8, 0.3, 1.0]),
-  (2, [(0.4, 0.7), (0.8, 1.2), 0.5, 0.5]),
+  # (ndim, per-block resolution cutoffs (normalised): lower, higher than the input, ...; input
+  # size overrides: odd sizes resample between odd and even grids)
+  (1, [0.45, 0.8, 0.3, 1.0], {}),
+  (2, [(0.4, 0.7), (0.8, 1.2), 0.5, 0.5], {}),
+]
+ODD_CASES = [  # in training mode only, to keep the suite's time
+  (1, [0.45, 0.8, 0.3, 1.0], dict(input_size=(63,))),  # 63 -> 34 -> 56
+  (2, [(0.4, 0.7), (0.8, 1.2), 0.5, 0.5], dict(input_size=(15, 13))),  # -> (6, 10) -> (12, 13)
 ]
 
 
-@pytest.mark.parametrize("ndim,res_cutoffs", CASES)
-@pytest.mark.parametrize("train", [False, True])
-def test_cropped_network_equals_thresholded_full_network(ndim, res_cutoffs, train):
-  cfg = small_config(ndim)
+@pytest.mark.parametrize(
+  "ndim,res_cutoffs,overrides,train",
+  [(*case, train) for case in CASES for train in (False, True)]
+  + [(*case, True) for case in ODD_CASES],
+)
+def test_cropped_network_equals_thresholded_full_network(ndim, res_cutoffs, overrides, train):
+  cfg = small_config(ndim, **overrides)
   variables = cached_init(cfg)
   params = set_masks(variables["params"], cfg, np.random.default_rng(ndim), res_cutoffs)
   x = jax.random.normal(jax.random.key(1), (4, *cfg.input_size, cfg.in_channels))
