@@ -24,11 +24,20 @@ without a target tree, no TensorStore; Orbax's directories fit training state be
 deliverable). Variable collections: ``params`` (exactly what :func:`dnarch_jax.cost.params`
 counts), ``batch_stats`` (BatchNorm running mean and variance) and ``constants`` (the baked
 masks). Parameter names follow the trained network's (``stem_conv/kernel``, ``block_0/mixer``...).
+``model.jax_export`` is the portable program described below.
 
 Load it with one call::
 
     model, variables = dnarch_jax.load_exported("OUT")
     logits = model.apply(variables, x_BxSxC)
+
+``OUT/model.jax_export`` is the same network as a portable program (:func:`portable_program`):
+a serialized ``jax.export.Exported`` with the variables baked in and a symbolic batch dimension,
+lowered for CPU, CUDA and TPU. A program with only ``jax`` (and its optional ``flatbuffers``)
+installed runs it, without dnarch_jax::
+
+    program = jax.export.deserialize(open("OUT/model.jax_export", "rb").read())
+    logits = program.call(x_BxSxC)  # any batch size
 
 Flax and the pure ops (``conv``, ``spectral``) are imported at module level; the training stack
 (checkpoints, data, optimisers) only when a run is restored, so loading an export stays light.
@@ -68,6 +77,13 @@ FORMAT = "dnarch_jax.export"
 FORMAT_VERSION = 1
 SPEC_FILE = "model.json"
 VARIABLES_FILE = "variables.msgpack"
+PROGRAM_FILE = "model.jax_export"
+# Every platform jax.export lowers to: the network's ops (lax.conv, FFTs, reductions) exist on each.
+PROGRAM_PLATFORMS = ("cpu", "cuda", "tpu")
+# The portable program's conv route: lax.conv_general_dilated is on every platform and takes a
+# symbolic batch; the native routes are FFI calls into our library and the shift/fft routes chunk
+# the batch by its (then unknown) size.
+PROGRAM_CONV_ROUTE = "direct"
 
 
 # --- the architecture of an exported network ---------------------------------------------------
@@ -322,15 +338,16 @@ class ExportedCCNN(nn.Module):
 
 def check_input_shape(spec: ExportSpec, shape, source: str = "input") -> None:
   """Raise ``ValueError`` naming ``source`` unless ``shape`` is ``[batch, *spatial, channels]``."""
-  shape = tuple(int(n) for n in shape)
+  # The batch may be symbolic (jax.export's "batch" dimension): only the rest must be integers.
+  batch, example = (shape[0], tuple(shape[1:])) if len(shape) else (0, ())
   expected = spec.input_shape
-  if len(shape) != len(expected) + 1 or shape[1:] != expected:
+  if len(shape) != len(expected) + 1 or tuple(int(n) for n in example) != expected:
     want = ", ".join(map(str, expected))
     raise ValueError(
       f"{source}: an array of shape {list(shape)} does not match the model's input "
       f"[batch, {want}] ({len(spec.input_size)}D, {spec.in_channels} channel(s) last)"
     )
-  if shape[0] < 1:
+  if isinstance(batch, int) and batch < 1:
     raise ValueError(f"{source}: the batch is empty (shape {list(shape)})")
 
 
@@ -499,6 +516,18 @@ def save_exported(
   return out
 
 
+def portable_program(spec: ExportSpec, variables) -> bytes:
+  """The exported network as a serialized ``jax.export.Exported``: ``x [batch, *input_shape]``
+  (float32, batch symbolic) -> logits, variables baked in as constants, every conv on
+  ``PROGRAM_CONV_ROUTE``, lowered for ``PROGRAM_PLATFORMS``. The same function as
+  ``ExportedCCNN(spec).apply(variables, x)`` (the conv route changes the rounding only)."""
+  model = ExportedCCNN(spec.with_conv_route(PROGRAM_CONV_ROUTE))
+  (batch,) = jax.export.symbolic_shape("batch")
+  x = jax.ShapeDtypeStruct((batch, *spec.input_shape), jnp.float32)
+  apply = jax.jit(lambda x: model.apply(variables, x))
+  return jax.export.export(apply, platforms=PROGRAM_PLATFORMS)(x).serialize()
+
+
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_bytes(data)
@@ -607,6 +636,7 @@ def restore_run(workdir: str | os.PathLike, checkpoint: str = "best") -> Trained
   """The ``best`` (by validation accuracy; the latest if none is ranked) or ``latest`` checkpoint
   of a run, restored onto one device. Needs no data and compiles no model: the target tree comes
   from ``jax.eval_shape`` of the model's initialisation and the run's optimiser."""
+  from dnarch_jax import workdir as workdir_lib
   from dnarch_jax.checkpoint import Checkpointer
   from dnarch_jax.experiment import run_model_config
   from dnarch_jax.optim import make_optimizer
@@ -620,6 +650,9 @@ def restore_run(workdir: str | os.PathLike, checkpoint: str = "best") -> Trained
   method = config.get("method", "dnarch")
   if method != "dnarch":  # e.g. DNAL's pruned CNNs: another network, without an Arch
     raise ValueError(f"{workdir}: a {method!r} run; dnarch export exports DNArch runs")
+  # Before Orbax is opened: its start-up clean-up thread would outlive the error and print a
+  # traceback at exit.
+  workdir_lib.check_has_checkpoint(workdir)
   cfg = run_model_config(config)
   model = DNArchCCNN(cfg)
   x = jnp.zeros((2, *cfg.input_size, cfg.in_channels), jnp.float32)
@@ -633,10 +666,7 @@ def restore_run(workdir: str | os.PathLike, checkpoint: str = "best") -> Trained
   abstract_state = jax.tree_util.tree_map(
     lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_state
   )
-  directory = workdir / "checkpoints"
-  if not directory.is_dir():
-    raise FileNotFoundError(f"{workdir}: holds no checkpoints/ to export")
-  ckpt = Checkpointer(directory)
+  ckpt = Checkpointer(workdir / "checkpoints")
   try:
     state, meta, step = ckpt.restore_for_reading(abstract_state, checkpoint)
   finally:
@@ -684,10 +714,17 @@ def export_run(
     stream_width=spec.stream_width,
     layers=[{k: layer[k] for k in _LAYER_FIELDS} for layer in summary["layers"] if layer["active"]],
   )
+  program = dict(
+    file=PROGRAM_FILE,
+    platforms=list(PROGRAM_PLATFORMS),
+    input=["batch", *spec.input_shape],
+    jax_version=jax.__version__,
+  )
   info = dict(result, arch=run.arch.to_dict(), config=json.loads(run.config.to_json()))
   info.pop("out")
-  save_exported(out, spec, variables, info)
-  return result
+  save_exported(out, spec, variables, dict(info, program=program))
+  _write_atomic(pathlib.Path(out) / PROGRAM_FILE, portable_program(spec, variables))
+  return dict(result, program=str(pathlib.Path(result["out"]) / PROGRAM_FILE))
 
 
 # --- prediction ----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -152,6 +154,43 @@ def test_cli_export_and_predict(trained, tmp_path, capsys):
   np.testing.assert_array_equal(np.load(preds), want.argmax(-1))
   assert main([*argv, "--batch-size", "12"]) == 0
   assert json.loads(capsys.readouterr().out)["predictions"] == want.argmax(-1).tolist()
+
+
+# Runs the portable program in a fresh interpreter where dnarch_jax cannot be imported at all.
+PORTABLE_CALLER = """
+import sys
+
+class NoDnarch:
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] == "dnarch_jax":
+      raise ImportError("dnarch_jax is not installed here")
+
+sys.meta_path.insert(0, NoDnarch())
+import jax
+import numpy as np
+
+program = jax.export.deserialize(open(sys.argv[1], "rb").read())
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], np.asarray(program.call(x)))
+np.save(sys.argv[4], np.asarray(program.call(x[:5])))  # another batch size, the same program
+"""
+
+
+def test_portable_program_runs_with_jax_alone(exported, trained, tmp_path):
+  _, _, x, _ = trained
+  out, printed = exported
+  assert printed["program"] == str(out.resolve() / export.PROGRAM_FILE)
+  model, variables = export.load_exported(out)
+  want = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(x)))
+  np.save(tmp_path / "x.npy", x)
+  files = [str(out / export.PROGRAM_FILE)] + [
+    str(tmp_path / f) for f in ("x.npy", "all.npy", "five.npy")
+  ]
+  subprocess.run([sys.executable, "-c", PORTABLE_CALLER, *files], cwd=tmp_path, check=True)
+  np.testing.assert_allclose(np.load(tmp_path / "all.npy"), want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.load(tmp_path / "five.npy"), want[:5], rtol=1e-5, atol=1e-5)
+  document = json.loads((out / export.SPEC_FILE).read_text())
+  assert document["program"]["input"] == ["batch", *model.spec.input_shape]
 
 
 def test_bad_input_is_named_before_anything_compiles(exported, tmp_path, capsys, monkeypatch):
