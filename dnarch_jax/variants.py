@@ -29,7 +29,7 @@ from typing import Any
 import ml_collections
 
 from dnarch_jax.config import add_loop_fields, learn, model_block, optim_block
-from dnarch_jax.data import default_data_config
+from dnarch_jax.data import TASKS, default_data_config
 
 VARIANTS = ("ccnn_4_140", "ccnn_6_380", "dnarch_k", "dnarch", "dnarch_b25", "dnarch_p50", "smoke")
 ALL_DIMENSIONS = ("kernel", "width", "resolution", "depth")
@@ -126,7 +126,7 @@ def experiment_config(
     learn(config.model, *learnable)
     config.model.update(SMOKE_MODEL)
     config.data.update(batch_size=16, eval_batch_size=200)
-    if config.data.val_size:  # a small carved validation split keeps smoke evaluations short
+    if TASKS[task].val_size:  # a small carved validation split keeps smoke evaluations short
       config.data.val_size = 1000
     config.optim.update(warmup_epochs=0.0)
     config.budget.fraction = 0.5

@@ -230,11 +230,13 @@ def _save_arrays(folder, n_train=40, n_test=12, shape=(6, 5), **overrides):
 
 def test_arrays_folder_loads_and_feeds_a_pipeline(tmp_path):
   files = _save_arrays(tmp_path)
-  assert tasks.task_info("arrays", tmp_path) == ((6, 5, 1), 3, False)
-  task = tasks.get_task("arrays", tmp_path)
-  assert task.val_size == 4  # a tenth of train, carved out with the fixed seed
+  assert tasks.task_info("arrays", tmp_path, layout="image") == ((6, 5, 1), 3, False)
+  task = tasks.get_task("arrays", tmp_path, layout="image")
+  assert task.val_size == 8  # a fifth of a train set this small, carved with the fixed seed
   batches = list(
-    make_eval_pipeline("arrays", "test", batch_size=8, data_dir=tmp_path, process_count=1)
+    make_eval_pipeline(
+      "arrays", "test", batch_size=8, data_dir=tmp_path, process_count=1, layout="image"
+    )
   )
   assert [b["input"].shape for b in batches] == [(8, 6, 5, 1)] * 2
   assert [b["mask"].sum() for b in batches] == [8, 4]
@@ -242,7 +244,13 @@ def test_arrays_folder_loads_and_feeds_a_pipeline(tmp_path):
   np.testing.assert_array_equal(batches[0]["label"], files["test_y"][:8])
   train = next(
     make_pipeline(
-      "arrays", "train", batch_size=6, data_dir=tmp_path, process_index=0, process_count=1
+      "arrays",
+      "train",
+      batch_size=6,
+      data_dir=tmp_path,
+      process_index=0,
+      process_count=1,
+      layout="image",
     )
   )
   assert train["input"].shape == (6, 6, 5, 1) and train["label"].dtype == np.int32
@@ -264,8 +272,8 @@ def test_arrays_sequences_dense_labels_and_idx_files(tmp_path):
   _write_idx(idx_dir / "train-images-idx3-ubyte.gz", np.zeros((30, 4, 4), np.uint8), True)
   _write_idx(idx_dir / "train-labels-idx1-ubyte.gz", np.arange(30, dtype=np.uint8) % 5, True)
   _write_idx(idx_dir / "t10k-images-idx3-ubyte", np.zeros((7, 4, 4), np.uint8))
-  _write_idx(idx_dir / "t10k-labels-idx1-ubyte", np.arange(7, dtype=np.uint8))
-  assert tasks.task_info("arrays", idx_dir) == ((4, 4, 1), 7, False)
+  _write_idx(idx_dir / "t10k-labels-idx1-ubyte", np.arange(7, dtype=np.uint8) % 5)
+  assert tasks.task_info("arrays", idx_dir, layout="image") == ((4, 4, 1), 5, False)
 
 
 def test_arrays_with_mismatched_lengths_name_the_files_and_shapes(tmp_path):
@@ -291,7 +299,7 @@ def test_arrays_with_mismatched_lengths_name_the_files_and_shapes(tmp_path):
 def test_arrays_with_unexpected_shapes_raise(tmp_path, overrides, match):
   _save_arrays(tmp_path, **overrides)
   with pytest.raises(ValueError, match=match):
-    tasks.get_task("arrays", tmp_path)
+    tasks.get_task("arrays", tmp_path, layout="image")
 
 
 def test_arrays_missing_files(tmp_path):

@@ -10,7 +10,15 @@ Fields (`default_data_config(task)`):
 * `eval_batch_size`: global batch for validation/test passes (last batch padded and masked).
 * `seed`: shuffling and augmentation seed, in [0, 2**32).
 * `val_size`: train examples carved out for validation (a fixed seeded split); 0 for datasets
-  with their own validation split; None means the task's default.
+  with their own validation split; None (the default) means the task's: 5000 for MNIST and
+  CIFAR, 500 for STL10, for `arrays` and `tfds:NAME` without validation files a tenth of train
+  with a floor and a ceiling (`tasks.default_val_size`).
+* `layout`: how `arrays` inputs are read: `sequence`, `image` or None (`dnarch_jax.data.arrays`).
+  Set from the built-in task's kind (smnist's configs say `sequence`, mnist's `image`), so a
+  config switched to `arrays` reads the data as its experiment's model expects; None for
+  `arrays` and `tfds:NAME` (their shape is fixed; they ignore it).
+* `num_classes`: for `arrays`, the number of classes (every label must be below it); None means
+  the largest train label + 1. Other tasks have their own and accept only that or None.
 * `augment`: augment training examples (random crop + flip for CIFAR/STL10); None: task default.
 * `shuffle`: shuffle the training stream. grain shuffles indices globally (a permutation, no
   buffer), reshuffling each epoch, so there is no shuffle-buffer size to tune.
@@ -22,7 +30,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from dnarch_jax.data import pipeline, tasks
+from dnarch_jax.data import arrays, pipeline, tasks
 
 # Training batch sizes of CCNN's runs (METHOD.md section 9); CIFAR10 follows the 4,140 row.
 DEFAULT_BATCH_SIZES = {
@@ -38,6 +46,8 @@ DEFAULT_BATCH_SIZES = {
   "speech_commands_mfcc": 100,
 }
 _FALLBACK_BATCH_SIZE = 64
+# Fields newer than some stored runs' configs: a config without them reads as None.
+_ADDED_FIELDS = ("layout", "num_classes")
 
 FIELDS = (
   "task",
@@ -47,6 +57,8 @@ FIELDS = (
   "eval_batch_size",
   "seed",
   "val_size",
+  "layout",
+  "num_classes",
   "augment",
   "shuffle",
   "num_threads",
@@ -55,7 +67,7 @@ FIELDS = (
 
 
 def default_data_config(task: str) -> ml_collections.ConfigDict:
-  """The data block for `task`, with CCNN's batch size and the task's split and augmentation."""
+  """The data block for `task`: CCNN's batch size, the task's augmentation and layout."""
   builtin = tasks.TASKS.get(task)
   batch_size = DEFAULT_BATCH_SIZES.get(task, _FALLBACK_BATCH_SIZE)
   return ml_collections.ConfigDict(
@@ -66,7 +78,11 @@ def default_data_config(task: str) -> ml_collections.ConfigDict:
       "batch_size": batch_size,
       "eval_batch_size": batch_size,
       "seed": 0,
-      "val_size": config_dict.placeholder(int) if builtin is None else builtin.val_size,
+      "val_size": config_dict.placeholder(int),
+      "layout": (
+        config_dict.placeholder(str) if builtin is None else tasks.task_layout(builtin.input_shape)
+      ),
+      "num_classes": config_dict.placeholder(int),
       "augment": config_dict.placeholder(bool) if builtin is None else builtin.augment,
       "shuffle": True,
       "num_threads": pipeline.DEFAULT_NUM_THREADS,
@@ -96,7 +112,7 @@ def validate_data_config(cfg: ml_collections.ConfigDict, prefix: str = "config.d
   unknown = sorted(set(cfg.keys()) - set(FIELDS))
   if unknown:
     raise ValueError(f"{prefix}.{unknown[0]}: unknown field; the data fields are {FIELDS}.")
-  missing = [f for f in FIELDS if f not in cfg]
+  missing = [f for f in FIELDS if f not in cfg and f not in _ADDED_FIELDS]
   if missing:
     raise ValueError(f"{prefix}.{missing[0]}: missing field (start from default_data_config).")
   task_name = cfg.task
@@ -115,6 +131,11 @@ def validate_data_config(cfg: ml_collections.ConfigDict, prefix: str = "config.d
     raise bad("num_threads", "must be an integer >= 0 (0 reads in the consumer's thread).")
   if not _is_int(cfg.prefetch_batches) or cfg.prefetch_batches < 0:
     raise bad("prefetch_batches", "must be an integer >= 0.")
+  if cfg.get("layout") not in (None, *arrays.LAYOUTS):
+    raise bad("layout", "must be 'sequence', 'image' or None (how arrays inputs are read).")
+  num_classes = cfg.get("num_classes")
+  if num_classes is not None and (not _is_int(num_classes) or num_classes < 1):
+    raise bad("num_classes", "must be a positive integer, or None to count the train labels.")
   task = tasks.TASKS.get(task_name)
   if cfg.val_size is not None and task is not None:
     carved = task.splits["validation"].part == "validation"
@@ -124,7 +145,8 @@ def validate_data_config(cfg: ml_collections.ConfigDict, prefix: str = "config.d
       raise bad(
         "val_size",
         f"must be between 1 and {task.train_examples - 1} ({task.dataset} has "
-        f"{task.train_examples} training examples).",
+        f"{task.train_examples} training examples); set config.data.val_size=None for the "
+        f"default ({task.val_size}) or a number below {task.train_examples}.",
       )
   elif cfg.val_size is not None and (not _is_int(cfg.val_size) or cfg.val_size < 0):
     raise bad("val_size", "must be a non-negative integer, or None for the task's default.")

@@ -114,6 +114,8 @@ def make_pipeline(
   augment: bool | None = None,
   val_size: int | None = None,
   mnist_dir: str | os.PathLike | None = None,
+  layout: str | None = None,
+  num_classes: int | None = None,
   num_threads: int = DEFAULT_NUM_THREADS,
   prefetch_batches: int = DEFAULT_PREFETCH_BATCHES,
 ) -> grain.DatasetIterator:
@@ -133,6 +135,7 @@ def make_pipeline(
     augment: augment examples (training); default the task's default on `train`, else False.
     val_size: examples carved from train for validation; default the task's.
     mnist_dir: where the MNIST IDX files are, if not the repository's `data/mnist/`.
+    layout, num_classes: how `arrays` are read (`tasks.get_task`).
     num_threads, prefetch_batches: grain's read threads and how many batches they work ahead.
 
   Returns:
@@ -149,7 +152,15 @@ def make_pipeline(
     raise ValueError(f"seed={seed} must be in [0, 2**32).")
   if num_epochs is not None and num_epochs <= 0:
     raise ValueError(f"num_epochs={num_epochs} must be positive or None (endless).")
-  view = sources.open_split(task, split, data_dir=data_dir, val_size=val_size, mnist_dir=mnist_dir)
+  view = sources.open_split(
+    task,
+    split,
+    data_dir=data_dir,
+    val_size=val_size,
+    mnist_dir=mnist_dir,
+    layout=layout,
+    num_classes=num_classes,
+  )
   if len(view) == 0:
     raise ValueError(f"task {view.task.name}: split {split!r} has no examples.")
   if augment is None:
@@ -201,6 +212,23 @@ def make_eval_pipeline(
   )
 
 
+def _source_args(cfg) -> dict[str, Any]:
+  """What a data config says about where a split's examples come from."""
+  return dict(
+    data_dir=cfg.data_dir,
+    val_size=cfg.val_size,
+    mnist_dir=cfg.mnist_dir,
+    # Fields newer than some stored runs' configs: absent means None.
+    layout=cfg.get("layout"),
+    num_classes=cfg.get("num_classes"),
+  )
+
+
+def split_from_config(cfg, split: str) -> sources.SplitView:
+  """The split a data config (`config.default_data_config`) describes, e.g. to count it."""
+  return sources.open_split(cfg.task, split, **_source_args(cfg))
+
+
 def pipeline_from_config(
   cfg, split: str, *, process_index: int | None = None, process_count: int | None = None
 ) -> grain.DatasetIterator:
@@ -210,13 +238,11 @@ def pipeline_from_config(
   padded, masked evaluation pass with `eval_batch_size`.
   """
   common = dict(
-    data_dir=cfg.data_dir,
     process_index=process_index,
     process_count=process_count,
-    val_size=cfg.val_size,
-    mnist_dir=cfg.mnist_dir,
     num_threads=cfg.num_threads,
     prefetch_batches=cfg.prefetch_batches,
+    **_source_args(cfg),
   )
   if split == "train":
     return make_pipeline(

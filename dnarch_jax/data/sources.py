@@ -116,7 +116,7 @@ def open_records(
   For MNIST tasks this prepares `dnarch_mnist` into the data dir on first use.
   """
   if task.is_arrays:
-    return arrays.load_arrays(task.dataset).splits[source_split]
+    return arrays.checked_files(task.dataset).splits[source_split]
   if task.dataset == mnist_builder.DATASET_NAME:
     mnist_builder.prepare_mnist(data_dir, mnist_dir)
     serialized = tfds.data_source(
@@ -198,6 +198,8 @@ def open_split(
   data_dir=None,
   val_size: int | None = None,
   mnist_dir=None,
+  layout: str | None = None,
+  num_classes: int | None = None,
 ) -> SplitView:
   """Opens `split` (`train`, `validation` or `test`) of `task`.
 
@@ -207,10 +209,19 @@ def open_split(
     data_dir: tfds data directory (for `arrays`, the folder of arrays).
     val_size: examples carved from train for validation; default the task's.
     mnist_dir: where the MNIST IDX files are, if not the repository's `data/mnist/`.
+    layout, num_classes: how `arrays` are read (`tasks.get_task`).
+
+  Raises:
+    ValueError: an unknown split, or a `val_size` the split cannot give (naming the fix).
   """
-  task = tasks.get_task(task, data_dir)
+  task = tasks.get_task(task, data_dir, layout=layout, num_classes=num_classes)
   if split not in task.splits:
     raise ValueError(f"task {task.name}: unknown split {split!r}; use one of {list(task.splits)}.")
+  if val_size and task.splits["validation"].part == "all":
+    raise ValueError(
+      f"config.data.val_size={val_size}: task {task.name} has its own validation split; set "
+      "config.data.val_size=None (or 0)."
+    )
   spec = task.splits[split]
   records = open_records(task, spec.source_split, data_dir=data_dir, mnist_dir=mnist_dir)
   batched = _supports_batched_reads(records)
@@ -219,8 +230,12 @@ def open_split(
     cache_key = (task.name, task.dataset, spec.source_split, str(data_dir), len(records))
     positions = _kept_positions(task, records, cache_key, batched)
   if spec.part != "all":
-    carve = tasks.carve_indices(
-      len(positions), task.val_size if val_size is None else val_size, spec.part
-    )
-    positions = positions[carve]
+    carved = task.val_size if val_size is None else val_size
+    if not 0 < carved < len(positions):
+      raise ValueError(
+        f"config.data.val_size={val_size}: must be between 1 and {len(positions) - 1} for the "
+        f"{len(positions)} train examples of task {task.name}; set config.data.val_size=None "
+        f"for the default ({task.val_size}) or a number below {len(positions)}."
+      )
+    positions = positions[tasks.carve_indices(len(positions), carved, spec.part)]
   return SplitView(task=task, records=records, positions=positions, batched=batched)

@@ -29,6 +29,13 @@ PMNIST_PERMUTATION_SEED = 0
 MNIST_DATASET = "dnarch_mnist"  # the project's own builder, mnist_builder.DATASET_NAME
 ARRAYS_TASK = "arrays"
 TFDS_PREFIX = "tfds:"
+# The validation split carved from a train split without its own (arrays, tfds:NAME): a tenth,
+# raised towards a floor (by at most a fifth of train) and capped; why these numbers: the module
+# docstring of `dnarch_jax.data.arrays`.
+VAL_FRACTION = 0.1
+VAL_FLOOR = 100
+VAL_FLOOR_MAX_FRACTION = 0.2
+VAL_CEILING = 5000
 
 # tfds's speech_commands label order and the ten words CCNN keeps, in CCNN's class order.
 TFDS_SPEECH_LABELS = (
@@ -75,7 +82,7 @@ class Task:
     dense: labels are per position, shaped like `input_shape[:-1]`.
     splits: `train`, `validation`, `test` -> where each comes from.
     val_size: default number of train examples carved out for validation (0 when the dataset
-      has its own validation split).
+      has its own validation split); `config.data.val_size=None` means this.
     transform: pure `(value, label, rng | None) -> (float32 input, int32 label)`.
     augment: whether training examples are augmented by default (`transform` gets an RNG).
     input_key, label_key: the stored example's fields.
@@ -84,6 +91,7 @@ class Task:
     needs_tensorflow: tfds needs TensorFlow to prepare the dataset (speech_commands: also to
       read it, its Audio feature imports TensorFlow).
     train_examples: examples in the source train split, where known, to check `val_size`.
+    test_examples: examples in the test split, where known (for the run's data summary).
     metadata: facts a run stores with its results (e.g. pMNIST's permutation seed).
   """
 
@@ -101,6 +109,7 @@ class Task:
   keep_example: Callable[[Any, Any], bool] | None = None
   needs_tensorflow: bool = False
   train_examples: int | None = None
+  test_examples: int | None = None
   metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
@@ -147,8 +156,14 @@ def _builtin_tasks() -> dict[str, Task]:
   mnist_norm = dict(mean=transforms.MNIST_MEAN, std=transforms.MNIST_STD)
   cifar_norm = dict(mean=transforms.CIFAR_MEAN, std=transforms.CIFAR_STD)
   cifar_aug = dict(crop_padding=4, flip=True)
-  mnist = dict(dataset=MNIST_DATASET, splits=_CARVED, val_size=5000, train_examples=60000)
-  cifar = dict(splits=_CARVED, val_size=5000, train_examples=50000, needs_tensorflow=True)
+  mnist = dict(
+    dataset=MNIST_DATASET, splits=_CARVED, val_size=5000, train_examples=60000,
+    test_examples=10000,
+  )  # fmt: skip
+  cifar = dict(
+    splits=_CARVED, val_size=5000, train_examples=50000, test_examples=10000,
+    needs_tensorflow=True,
+  )  # fmt: skip
   speech = dict(
     dataset="speech_commands",
     num_classes=10,
@@ -251,6 +266,7 @@ def _builtin_tasks() -> dict[str, Task]:
       splits=_CARVED,
       val_size=500,  # CCNN's 4500/500
       train_examples=5000,
+      test_examples=8000,
       needs_tensorflow=True,
     ),
     Task(
@@ -272,14 +288,37 @@ def _builtin_tasks() -> dict[str, Task]:
 TASKS: dict[str, Task] = _builtin_tasks()
 
 
+def task_layout(input_shape: tuple[int, ...]) -> str:
+  """`sequence` for a (length, channels) input, `image` for (height, width, channels)."""
+  return "sequence" if len(input_shape) == 2 else "image"
+
+
+def default_val_size(train_examples: int) -> int:
+  """Examples carved from a train split without its own validation split (see `VAL_FRACTION`).
+
+  Raises:
+    ValueError: fewer than 2 train examples, nothing to carve a validation split from.
+  """
+  if train_examples < 2:
+    raise ValueError(
+      f"a train split of {train_examples} example(s) cannot give a validation split; add "
+      "examples or validation files."
+    )
+  floor = min(VAL_FLOOR, int(VAL_FLOOR_MAX_FRACTION * train_examples))
+  return max(1, min(VAL_CEILING, max(int(VAL_FRACTION * train_examples), floor)))
+
+
 def task_names() -> list[str]:
   """Every task name a config may use (`tfds:NAME` stands for any prepared tfds dataset)."""
   return [*TASKS, ARRAYS_TASK, TFDS_PREFIX + "NAME"]
 
 
-def arrays_task(folder: str | os.PathLike) -> Task:
-  """The `arrays` task over a user's folder (see `dnarch_jax.data.arrays` for the layout)."""
-  loaded = arrays.load_arrays(folder)
+def arrays_task(
+  folder: str | os.PathLike, *, layout: str | None = None, num_classes: int | None = None
+) -> Task:
+  """The `arrays` task over a user's folder, read with `layout`, with `num_classes` classes (None:
+  the largest train label + 1); see `dnarch_jax.data.arrays` for the rules and checks."""
+  loaded = arrays.load_arrays(folder, layout=layout, num_classes=num_classes)
   train_examples = len(loaded.splits["train"])
   has_val = "val" in loaded.splits
   own_splits = {
@@ -294,11 +333,12 @@ def arrays_task(folder: str | os.PathLike) -> Task:
     num_classes=loaded.num_classes,
     dense=loaded.dense,
     splits=own_splits if has_val else _CARVED,
-    # Without val files, a tenth of train is carved out for validation.
-    val_size=0 if has_val else max(1, train_examples // 10),
+    val_size=0 if has_val else default_val_size(train_examples),
     transform=functools.partial(transforms.scale_array, input_shape=loaded.input_shape),
     input_key="input",
     train_examples=train_examples,
+    test_examples=len(loaded.splits["test"]),
+    metadata={"layout": loaded.layout},
   )
 
 
@@ -335,44 +375,70 @@ def tfds_task(name: str, data_dir: str | os.PathLike | None = None) -> Task:
     num_classes=int(num_classes),
     dense=False,
     splits={s: SplitSpec(s) for s in ("train", "validation", "test")} if has_val else _CARVED,
-    val_size=0 if has_val else max(1, train_examples // 10),
+    val_size=0 if has_val else default_val_size(train_examples),
     transform=functools.partial(transforms.scale_array, input_shape=input_shape),
     input_key=input_key,
     label_key=label_key,
     train_examples=train_examples,
+    test_examples=info.splits["test"].num_examples if "test" in info.splits else None,
   )
 
 
-def get_task(name: str | Task, data_dir: str | os.PathLike | None = None) -> Task:
+def _check_num_classes(task: Task, num_classes: int | None) -> Task:
+  # The labels of built-in and tfds tasks are fixed: another class count would misread them.
+  if num_classes is not None and num_classes != task.num_classes:
+    raise ValueError(
+      f"config.data.num_classes={num_classes}: task {task.name} has {task.num_classes} "
+      "classes; set it to None (it is for the arrays task)."
+    )
+  return task
+
+
+def get_task(
+  name: str | Task,
+  data_dir: str | os.PathLike | None = None,
+  *,
+  layout: str | None = None,
+  num_classes: int | None = None,
+) -> Task:
   """Returns the task called `name` (a `Task` passes through).
 
   Args:
     name: a key of `TASKS`, `arrays`, or `tfds:NAME`.
     data_dir: for `arrays` the folder of arrays (required); for `tfds:NAME` the tfds data
       directory; unused by the built-in tasks.
+    layout: how `arrays` inputs are read, `sequence`, `image` or None (`config.data.layout`);
+      built-in and tfds tasks have a fixed shape and ignore it.
+    num_classes: for `arrays` the number of classes (None: the largest train label + 1); for
+      other tasks None or their own count.
 
   Raises:
-    ValueError: unknown name, or `arrays` without a folder.
+    ValueError: unknown name, `arrays` without a folder, or a failed check of the arrays.
   """
   if isinstance(name, Task):
     return name
   if name in TASKS:
-    return TASKS[name]
+    return _check_num_classes(TASKS[name], num_classes)
   if name == ARRAYS_TASK:
     if not data_dir:
       raise ValueError("task 'arrays' needs data_dir: the folder that holds the arrays.")
-    return arrays_task(data_dir)
+    return arrays_task(data_dir, layout=layout, num_classes=num_classes)
   if name.startswith(TFDS_PREFIX) and len(name) > len(TFDS_PREFIX):
-    return tfds_task(name[len(TFDS_PREFIX) :], data_dir)
+    return _check_num_classes(tfds_task(name[len(TFDS_PREFIX) :], data_dir), num_classes)
   raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}.")
 
 
 def task_info(
-  task: str | Task, data_dir: str | os.PathLike | None = None
+  task: str | Task,
+  data_dir: str | os.PathLike | None = None,
+  *,
+  layout: str | None = None,
+  num_classes: int | None = None,
 ) -> tuple[tuple[int, ...], int, bool]:
   """What the model needs to size itself: `(input_shape, num_classes, dense)`.
 
-  `input_shape` is per example, channels last, e.g. `(784, 1)` for smnist.
+  `input_shape` is per example, channels last, e.g. `(784, 1)` for smnist. `layout` and
+  `num_classes` as in `get_task`.
   """
-  task = get_task(task, data_dir)
+  task = get_task(task, data_dir, layout=layout, num_classes=num_classes)
   return task.input_shape, task.num_classes, task.dense

@@ -113,7 +113,10 @@ def net_config(model: Mapping[str, Any], input_shape: Sequence[int], num_classes
 
 def run_net_config(config: ml_collections.ConfigDict) -> NetConfig:
   """``config.model`` sized by ``config.data.task``; a dense task is an error."""
-  input_shape, num_classes, dense = task_info(config.data.task, config.data.get("data_dir"))
+  data = config.data
+  input_shape, num_classes, dense = task_info(
+    data.task, data.get("data_dir"), layout=data.get("layout"), num_classes=data.get("num_classes")
+  )
   if dense:
     raise ValueError(f"config.data.task: DNAL's CNNs classify; {config.data.task} is dense")
   return net_config(config.model.to_dict(), input_shape, num_classes)
