@@ -24,7 +24,9 @@ def initialize_distributed() -> None:
   Set ``DNARCH_COORDINATOR`` (host:port), ``DNARCH_NUM_PROCESSES`` and ``DNARCH_PROCESS_ID`` for
   an explicit set-up (e.g. several processes on one machine over gloo); on TPU pods and SLURM or
   Open MPI clusters ``jax.distributed.initialize()`` discovers everything itself, which
-  ``DNARCH_DISTRIBUTED=auto`` requests.
+  ``DNARCH_DISTRIBUTED=auto`` requests. The runtime's preemption service (on unless
+  ``jax_enable_preemption_service`` is turned off) is what makes every process save and stop at
+  the same step when one of them is sent SIGTERM (``dnarch_jax.workdir.StopSignals``).
   """
   if os.environ.get("DNARCH_COORDINATOR"):
     # CPU collectives across processes need gloo; the setting does nothing on GPU or TPU (and

@@ -9,7 +9,8 @@
 * data-parallel over every device of every process (``dnarch_jax.sharding``);
 * Orbax checkpoints (state, ``Arch``, data iterator, config) every ``config.checkpoint_every``
   steps, at evaluation and at the end; the last N and the best by validation accuracy are kept;
-  a SIGTERM saves one and exits; a run restarted on the same workdir resumes bit-identically;
+  SIGTERM or SIGINT saves one and exits, every process at the same step (``workdir.StopSignals``);
+  a run restarted on the same workdir resumes bit-identically;
 * ``metrics.jsonl``, ``arch.jsonl``, ``config.json`` and ``report/`` plots in the workdir.
 """
 
@@ -40,7 +41,12 @@ from dnarch_jax.arch import (
 )
 from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.config import ModelConfig, add_loop_fields
-from dnarch_jax.data import open_split, pipeline_from_config, validate_data_config
+from dnarch_jax.data import (
+  pipeline_from_config,
+  print_data_summary,
+  split_from_config,
+  validate_data_config,
+)
 from dnarch_jax.experiment import run_model_config
 from dnarch_jax.model import init_variables
 from dnarch_jax.optim import make_optimizer
@@ -142,10 +148,8 @@ class Trainer:
     sharding.check_batch_size(
       int(config.data.eval_batch_size), self.mesh, "config.data.eval_batch_size"
     )
-    d = config.data
-    train_examples = len(
-      open_split(d.task, "train", data_dir=d.data_dir, val_size=d.val_size, mnist_dir=d.mnist_dir)
-    )
+    train_examples = len(split_from_config(config.data, "train"))
+    print_data_summary(config.data, enabled=self.is_main)
     self.steps_per_epoch = max(1, train_examples // self.batch_size)
     self.total_steps = config.total_steps or max(
       1, math.ceil(float(config.optim.epochs) * self.steps_per_epoch)
@@ -300,7 +304,8 @@ class Trainer:
     it = pipeline_from_config(self.config.data, split)
     totals = {}
     for local in it:
-      out = self.eval_step(self.state, sharding.global_batch(local, self.mesh), self.arch)
+      variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
+      out = self.eval_step(variables, sharding.global_batch(local, self.mesh), self.arch)
       for k, v in jax.device_get(out).items():
         totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
     weight = max(float(totals.get("weight", 0.0)), 1.0)
@@ -316,17 +321,27 @@ class Trainer:
 
   def run(self, stop_at: int | None = None) -> dict[str, Any]:
     """Train to ``total_steps``, or stop with a checkpoint at ``stop_at`` as a preemption would."""
-    with workdir_lib.WorkdirLock(self.workdir, self.is_main), workdir_lib.StopSignals() as stop:
+    stop = workdir_lib.StopSignals(jax.process_count())
+    with workdir_lib.WorkdirLock(self.workdir, self.is_main), stop:
       return self._run(stop, stop_at)
 
   def _run(self, stop: workdir_lib.StopSignals, stop_at: int | None) -> dict[str, Any]:
-    step = self.restore_or_start()
+    step = first = self.restore_or_start()
     end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
     bar = self._progress_bar(step)
     last_log_time, last_log_step = time.perf_counter(), step
     status = "completed"
     try:
       while step < end:
+        # At the top of the iteration, so a signal during the restore or the first compile stops
+        # the run before it trains on; a step that trained nothing new has nothing to save (the
+        # restored checkpoint, or at step 0 the seed's initialisation, is what a rerun starts
+        # from). The checkpoint of a step comes before its architecture refresh, as always.
+        if stop.check():
+          if step > first:
+            self.save(step, force=True)
+          status = "preempted"
+          break
         if step % self.config.arch_refresh_every == 0 and step > 0:
           self._refresh_arch(step)
         batch = sharding.global_batch(next(self.train_iter), self.mesh)
@@ -349,10 +364,9 @@ class Trainer:
           self.save(step, metrics={"val_accuracy": val["accuracy"]}, force=True)
         elif step % self.config.checkpoint_every == 0:
           self.save(step)
-        if stop.requested or (step == end and end < self.total_steps):
+        if step == end and end < self.total_steps:
           self.save(step, force=True)
-          status = "preempted" if stop.requested else "stopped"
-          break
+          status = "stopped"
     finally:
       self.checkpointer.wait()
       if bar is not None:
@@ -398,17 +412,6 @@ def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   if not path.exists():
     raise FileNotFoundError(f"{workdir} holds no run (no config.json); train one with dnarch train")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def evaluate_run(workdir: str | pathlib.Path, split: str = "test", which: str = "best") -> dict:
-  """Metrics of a run's ``best`` (by validation accuracy) or ``latest`` checkpoint on ``split``."""
-  trainer = Trainer(load_run_config(workdir), workdir)
-  trainer.state, meta, step = trainer.checkpointer.restore_for_reading(trainer.state, which)
-  trainer.arch = Arch.from_dict(meta["arch"])
-  metrics = trainer.evaluate(split)
-  flops = budget_lib.arch_cost(trainer.arch, trainer.cfg, trainer.batch_size, "flops")
-  params = budget_lib.arch_cost(trainer.arch, trainer.cfg, trainer.batch_size, "params")
-  return dict(split=split, step=step, checkpoint=which, flops=flops, params=params, **metrics)
 
 
 def train(

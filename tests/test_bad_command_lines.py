@@ -79,6 +79,9 @@ TRAIN_CASES = [
 READ_CASES = [
   (["eval", "--workdir", "{tmp}/nowhere"], "{tmp}/nowhere"),
   (["eval", "--workdir", "{tmp}/empty"], "no config.json"),
+  (["eval", "--workdir", "{tmp}/saved"], "--workdir {tmp}/saved: holds no checkpoint yet"),
+  (["summary", "--workdir", "{tmp}/saved"], "--workdir {tmp}/saved: holds no checkpoint yet"),
+  (["export", "--workdir", "{tmp}/saved", "--out", "{tmp}/o"], "holds no checkpoint yet"),
   (["summary", "--workdir", "{tmp}/nowhere"], "{tmp}/nowhere"),
   (["summary", "--workdir", "{tmp}/saved", "--config.seed=1"], "takes no --config overrides"),
   (["summary", "--config", "experiments/nope.py"], "experiments/nope.py"),

@@ -36,7 +36,12 @@ import numpy as np
 from dnarch_jax import report, sharding
 from dnarch_jax import workdir as workdir_lib
 from dnarch_jax.checkpoint import Checkpointer
-from dnarch_jax.data import open_split, pipeline_from_config, validate_data_config
+from dnarch_jax.data import (
+  pipeline_from_config,
+  print_data_summary,
+  split_from_config,
+  validate_data_config,
+)
 from dnarch_jax.dnal import gates as gates_lib
 from dnarch_jax.dnal.arch import DnalArch, arch_cost, full_arch, prune
 from dnarch_jax.dnal.config import NetConfig, run_net_config
@@ -125,10 +130,8 @@ class DnalTrainer:
     sharding.check_batch_size(
       int(config.data.eval_batch_size), self.mesh, "config.data.eval_batch_size"
     )
-    d = config.data
-    train_examples = len(
-      open_split(d.task, "train", data_dir=d.data_dir, val_size=d.val_size, mnist_dir=d.mnist_dir)
-    )
+    train_examples = len(split_from_config(config.data, "train"))
+    print_data_summary(config.data, enabled=self.is_main)
     self.steps_per_epoch = max(1, train_examples // self.batch_size)
     self.lengths = tuple(
       gates_lib.stage_steps(
@@ -251,11 +254,12 @@ class DnalTrainer:
 
   def run(self, stop_at: int | None = None) -> dict[str, Any]:
     """Train to the end of the last stage, or stop with a checkpoint at ``stop_at``."""
-    with workdir_lib.WorkdirLock(self.workdir, self.is_main), workdir_lib.StopSignals() as stop:
+    stop = workdir_lib.StopSignals(jax.process_count())
+    with workdir_lib.WorkdirLock(self.workdir, self.is_main), stop:
       return self._run(stop, stop_at)
 
   def _run(self, stop: workdir_lib.StopSignals, stop_at: int | None) -> dict[str, Any]:
-    step = self.restore_or_start()
+    step = first = self.restore_or_start()
     end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
     stage_ends = set(np.cumsum(self.lengths).tolist())
     bar = self._progress_bar(step)
@@ -263,6 +267,13 @@ class DnalTrainer:
     status = "completed"
     try:
       while step < end:
+        # As in dnarch_jax.train: at the top, so a signal during restore or compile is honoured
+        # before training on, with nothing to save if this run trained nothing.
+        if stop.check():
+          if step > first:
+            self.save(step, force=True)
+          status = "preempted"
+          break
         self._sync_arch(step)
         stage, stage_step = gates_lib.stage_at(step, self.lengths)
         batch = sharding.global_batch(next(self.train_iter), self.mesh)
@@ -281,10 +292,9 @@ class DnalTrainer:
           self.save(step, metrics={"val_accuracy": val["accuracy"]} if ranked else None, force=True)
         elif step % self.config.checkpoint_every == 0:
           self.save(step)
-        if stop.requested or (step == end and end < self.total_steps):
+        if step == end and end < self.total_steps:
           self.save(step, force=True)
-          status = "preempted" if stop.requested else "stopped"
-          break
+          status = "stopped"
     finally:
       self.checkpointer.wait()
       if bar is not None:
@@ -333,7 +343,9 @@ class DnalTrainer:
 def restore_run(workdir: str | pathlib.Path, which: str = "best") -> tuple[DnalTrainer, int]:
   """A DNAL run's trainer holding its ``best`` (by validation accuracy in its last stage; the
   latest if none is ranked) or ``latest`` checkpoint and that checkpoint's network, and the step."""
-  trainer = DnalTrainer(load_run_config(workdir), workdir)
+  config = load_run_config(workdir)
+  workdir_lib.check_has_checkpoint(pathlib.Path(workdir))
+  trainer = DnalTrainer(config, workdir)
   trainer.state, meta, step = trainer.checkpointer.restore_for_reading(trainer.state, which)
   trainer.arch = DnalArch.from_dict(meta["arch"])
   return trainer, step
