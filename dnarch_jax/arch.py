@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,10 +32,15 @@ from dnarch_jax.optim import is_arch_param
 
 @dataclasses.dataclass(frozen=True)
 class ConvArch:
-  """A continuous conv layer: taps kept per spatial axis and the convolution route used."""
+  """A continuous conv layer: taps kept per spatial axis and the convolution route used.
+
+  ``kernel_scale`` multiplies the sampled kernel; it is 1 except in a network evaluated at an
+  input size other than its training one (:func:`arch_at_input_size`), and is written to JSON
+  only then (``arch.jsonl`` records keep their format)."""
 
   taps: tuple[int, ...]
   route: str
+  kernel_scale: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,14 +97,18 @@ class Arch:
     return dataclasses.replace(self, stem=swap(self.stem), blocks=blocks)
 
   def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    d = dataclasses.asdict(self)
+    for c in (d["stem"], *(b["conv"] for b in d["blocks"])):
+      if c["kernel_scale"] == 1.0:
+        del c["kernel_scale"]
+    return d
 
   def to_json(self) -> str:
     return json.dumps(self.to_dict(), sort_keys=True)
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> Arch:
-    conv_arch = lambda c: ConvArch(tuple(c["taps"]), c["route"])
+    conv_arch = lambda c: ConvArch(tuple(c["taps"]), c["route"], c.get("kernel_scale", 1.0))
     indices = lambda v: None if v is None else tuple(int(i) for i in v)
     blocks = tuple(
       BlockArch(
@@ -365,6 +375,55 @@ def compute_arch(
     if kept:
       current = resolution
   return Arch(tuple(cfg.input_size), stem, channel_count(stream), tuple(blocks), _indices(stream))
+
+
+def arch_at_input_size(
+  arch_params_tree: Mapping, cfg: ModelConfig, input_size, batch_size: int = 1
+) -> Arch:
+  """The cropped architecture run on inputs of ``input_size`` instead of ``cfg.input_size``.
+
+  Continuous kernels make the trained network resolution-agnostic (FlexConv, CCNN): every layer
+  runs at its trained resolution times ``input_size / cfg.input_size`` (rounded, per axis), and
+  every kernel is the same continuous function sampled on that layer's grid. What is exact: the
+  kernel values at each new tap (the kernel net and gaussian mask are evaluated at the new
+  positions; at an integer factor the trained taps are among them), widths, depth, and the
+  frequency masks, which are written in cycles per signal and so mean the same at any size. What
+  is an approximation: a denser grid sums more taps, so each kernel is scaled by the ratio of the
+  tap spacings (``ConvArch.kernel_scale``, trained resolution over new, per axis) to keep the
+  same continuous convolution as a Riemann sum; BatchNorm's running statistics are the trained
+  resolution's; and a smaller input loses every frequency above its own Nyquist.
+  Evaluation only (BatchNorm in eval mode); the cost of the result is ``arch_sizes``'s as usual.
+  """
+  trained = compute_arch(arch_params_tree, cfg, batch_size)
+  input_size = tuple(int(n) for n in input_size)
+  if len(input_size) != cfg.ndim or min(input_size) < 1:
+    raise ValueError(
+      f"input_size: {list(input_size)} must be {cfg.ndim} positive size(s), like the model's "
+      f"{list(cfg.input_size)}"
+    )
+  if input_size == tuple(cfg.input_size):
+    return trained
+  p = arch_params(arch_params_tree)
+  get = lambda *keys: _lookup(p, keys)
+
+  def at_new_size(size):
+    ratios = zip(size, input_size, cfg.input_size, strict=True)
+    return tuple(max(1, round(r * new / big)) for r, new, big in ratios)
+
+  def conv_at(sigma_D, trained_resolution, resolution, channels) -> ConvArch:
+    taps = conv_taps(sigma_D, cfg, resolution, crop=True)
+    route = conv.resolve_route(resolution, taps, channels, batch_size, cfg.causal, cfg.conv_route)
+    spacing = math.prod(t / n for t, n in zip(trained_resolution, resolution, strict=True))
+    return ConvArch(taps, route, float(spacing))
+
+  stem = conv_at(get("stem_conv", "arch_sigma"), cfg.input_size, input_size, cfg.in_channels)
+  blocks = []
+  for l, b in enumerate(trained.blocks):
+    resolution = at_new_size(b.resolution)
+    sigma = get(f"block_{l}", "conv", "arch_sigma")
+    conv_arch = conv_at(sigma, b.resolution, resolution, trained.stream_width)
+    blocks.append(dataclasses.replace(b, conv=conv_arch, resolution=resolution))
+  return dataclasses.replace(trained, input_size=input_size, stem=stem, blocks=tuple(blocks))
 
 
 def _indices(channels: Channels) -> tuple[int, ...] | None:

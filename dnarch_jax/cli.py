@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import sys
+from typing import Any
 
 from dnarch_jax.config import apply_override, load_config
+
+
+def strict_json(value: Any) -> Any:
+  """`value` with every non-finite float (a NaN loss, an infinite cost) replaced by None, so the
+  JSON the commands print is strict (`json.dumps` would write NaN, which JSON parsers refuse)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {key: strict_json(item) for key, item in value.items()}
+  if isinstance(value, list | tuple):
+    return [strict_json(item) for item in value]
+  return value
+
+
+def print_json(value: Any) -> None:
+  """Prints `value` as one line of strict JSON; every command's JSON goes through here."""
+  print(json.dumps(strict_json(value), allow_nan=False))
 
 
 def _config_overrides(unknown: list[str]) -> list[str]:
@@ -40,7 +59,7 @@ def cmd_summary(args, overrides) -> int:
   variables = init_variables(cfg, jax.random.key(int(config.get("seed", 0))))
   summary = summarize(cfg, variables, arch, batch_size, with_xla=not args.no_xla)
   if args.json:
-    print(json.dumps(summary))
+    print_json(summary)
   else:
     print(f"{args.config}: {cfg.ndim}D input {cfg.input_size}x{cfg.in_channels}, ", end="")
     print(f"{cfg.num_classes} classes, {cfg.head} head")
@@ -68,7 +87,7 @@ def _run_summary(args, overrides) -> int:
   summary.update(step=run.step, checkpoint=run.checkpoint, budget_metric=budget_cfg.metric)
   summary["budget"] = budget or None
   if args.json:
-    print(json.dumps(summary))
+    print_json(summary)
     return 0
   print(f"{args.workdir}: {run.checkpoint} checkpoint, step {run.step}")
   print(format_table(summary))
@@ -90,7 +109,7 @@ def _dnal_run_summary(args) -> int:
   summary = summarize(trainer.cfg, variables, trainer.arch, with_xla=not args.no_xla)
   summary.update(step=step, checkpoint=args.checkpoint)
   if args.json:
-    print(json.dumps(summary))
+    print_json(summary)
   else:
     print(f"{args.workdir}: {args.checkpoint} checkpoint, step {step}")
     print(format_table(summary))
@@ -110,7 +129,7 @@ def _dnal_summary(args, config) -> int:
   variables = init_variables(cfg, jax.random.key(int(config.get("seed", 0))))
   summary = summarize(cfg, variables, full_arch(cfg), with_xla=not args.no_xla)
   if args.json:
-    print(json.dumps(summary))
+    print_json(summary)
   else:
     print(f"{args.config}: DNAL {cfg.kind}, input {cfg.input_size}x{cfg.in_channels}, ", end="")
     print(f"{cfg.num_classes} classes")
@@ -137,31 +156,41 @@ def cmd_train(args, overrides) -> int:
     result = dnal_train(config, args.workdir, args.allow_config_change)
   else:
     result = train(config, args.workdir, args.allow_config_change)
-  print(json.dumps(result))
+  print_json(result)
   return 0 if result["status"] == "completed" else 3
 
 
 def cmd_eval(args, overrides) -> int:
   from dnarch_jax import sharding
   from dnarch_jax.dnal.config import is_dnal
-  from dnarch_jax.train import evaluate_run, load_run_config
+  from dnarch_jax.evaluate import evaluate_run, parse_input_size
+  from dnarch_jax.train import load_run_config
 
+  input_size = None if args.input_size is None else parse_input_size(args.input_size)
   sharding.initialize_distributed()
   sharding.enable_compilation_cache()
   if is_dnal(load_run_config(args.workdir)):
-    from dnarch_jax.dnal.train import evaluate_run
-  print(json.dumps(evaluate_run(args.workdir, args.split, args.checkpoint)))
+    from dnarch_jax.dnal.train import evaluate_run as evaluate_dnal
+
+    if input_size is not None:
+      raise ValueError("--input_size: DNAL's CNNs run at their training size only")
+    print_json(evaluate_dnal(args.workdir, args.split, args.checkpoint))
+    return 0
+  print_json(evaluate_run(args.workdir, args.split, args.checkpoint, input_size))
   return 0
 
 
 def cmd_export(args, overrides) -> int:
   from dnarch_jax import sharding
+  from dnarch_jax.evaluate import parse_input_size
   from dnarch_jax.export import export_run
 
   if overrides:
     raise ValueError(f"export takes no --config overrides (got {overrides}); it uses the run's")
+  input_size = None if args.input_size is None else parse_input_size(args.input_size)
   sharding.enable_compilation_cache()
-  print(json.dumps(export_run(args.workdir, args.out, args.checkpoint, with_xla=not args.no_xla)))
+  with_xla = not args.no_xla
+  print_json(export_run(args.workdir, args.out, args.checkpoint, with_xla, input_size))
   return 0
 
 
@@ -182,13 +211,13 @@ def cmd_predict(args, overrides) -> int:
   logits = export.predict_logits(model, variables, x, args.batch_size)
   classes = np.argmax(logits, axis=-1).astype(np.int32)
   if args.output is None:
-    print(json.dumps({"predictions": classes.tolist()}))
+    print_json({"predictions": classes.tolist()})
     return 0
   out, logits_out = export.prediction_paths(args.output)
   out.parent.mkdir(parents=True, exist_ok=True)
   np.save(out, classes)
   np.save(logits_out, logits)
-  print(json.dumps({"predictions": str(out), "logits": str(logits_out), "examples": len(x)}))
+  print_json({"predictions": str(out), "logits": str(logits_out), "examples": len(x)})
   return 0
 
 
@@ -255,12 +284,24 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--workdir", required=True, help="a run's workdir (written by dnarch train)")
   p.add_argument("--split", default="test", choices=["test", "validation"])
   p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+  p.add_argument(
+    "--input_size", metavar="H,W",
+    help="run the trained network on inputs resized to this size (L for sequences): its "
+    "continuous kernels sampled on the new grid (dnarch_jax.arch.arch_at_input_size)",
+  )  # fmt: skip
   p.set_defaults(func=cmd_eval)
   p = add("export", "the discovered network as a plain fixed-shape Flax model", READ_EPILOG)
   p.add_argument("--workdir", required=True, help="a run's workdir (written by dnarch train)")
-  p.add_argument("--out", required=True, help="folder for model.json and variables.msgpack")
+  p.add_argument(
+    "--out", required=True, help="folder for model.json, variables.msgpack and model.jax_export"
+  )
   p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
   p.add_argument("--no-xla", action="store_true", help="skip compiling for XLA's FLOP count")
+  p.add_argument(
+    "--input_size", metavar="H,W",
+    help="run the trained network on inputs resized to this size (L for sequences): its "
+    "continuous kernels sampled on the new grid (dnarch_jax.arch.arch_at_input_size)",
+  )  # fmt: skip
   p.set_defaults(func=cmd_export)
   p = add("predict", "classes (and logits) of an exported model on a .npy batch", EXIT_HELP)
   p.add_argument("--model", required=True, help="the folder dnarch export wrote")

@@ -50,7 +50,7 @@ import json
 import math
 import os
 import pathlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -60,7 +60,7 @@ import numpy as np
 from flax import serialization
 
 from dnarch_jax import conv, cost, spectral
-from dnarch_jax.arch import Arch, arch_sizes, initial_arch, width_param
+from dnarch_jax.arch import Arch, arch_at_input_size, arch_sizes, initial_arch, width_param
 from dnarch_jax.channels import select
 from dnarch_jax.config import COMPUTE_DTYPES, HEADS, ModelConfig
 from dnarch_jax.layers import SlicedBatchNorm, SlicedDense
@@ -211,7 +211,7 @@ def export_spec(cfg: ModelConfig, arch: Arch) -> ExportSpec:
     if b.active
   )
   return ExportSpec(
-    input_size=tuple(cfg.input_size),
+    input_size=tuple(arch.input_size),  # cfg.input_size unless exported at another size
     in_channels=cfg.in_channels,
     num_classes=cfg.num_classes,
     head=cfg.head,
@@ -362,7 +362,7 @@ def sampled_kernels(cfg: ModelConfig, variables, arch: Arch) -> dict[str, jax.Ar
   returned, so XLA drops the rest of the forward pass and the compile stays small.
   """
   model = DNArchCCNN(cfg)
-  x = jnp.zeros((1, *cfg.input_size, cfg.in_channels), jnp.float32)
+  x = jnp.zeros((1, *arch.input_size, cfg.in_channels), jnp.float32)
 
   def kernels(variables, x):
     _, state = model.apply(variables, x, arch, train=False, mutable=["intermediates"])
@@ -684,8 +684,12 @@ def export_run(
   out: str | os.PathLike,
   checkpoint: str = "best",
   with_xla: bool = True,
+  input_size: Sequence[int] | None = None,
 ) -> dict[str, Any]:
   """Export a run's discovered network to ``out``; returns what ``dnarch export`` prints.
+
+  ``input_size``: export the network for inputs of this size instead of the training one
+  (:func:`dnarch_jax.arch.arch_at_input_size`: the kernels sampled on the new grid).
 
   Returns the folder, the checkpoint's step, parameters, FLOPs per example (``flops_model`` as
   ``dnarch summary`` counts the final ``Arch``, ``flops_exported`` without kernel sampling, and
@@ -694,6 +698,9 @@ def export_run(
   from dnarch_jax.summary import summarize
 
   run = restore_run(workdir, checkpoint)
+  if input_size is not None:
+    arch = arch_at_input_size(run.variables["params"], run.cfg, input_size, run.batch_size)
+    run = dataclasses.replace(run, arch=arch)
   spec, variables = export_variables(run.cfg, run.variables, run.arch)
   costs = exported_costs(run.cfg, run.arch, run.batch_size)
   summary = summarize(run.cfg, run.variables, run.arch, run.batch_size, with_xla=False)

@@ -226,7 +226,10 @@ class MaskedContinuousConv(nn.Module):
     taps: Sequence[int] | None = None,
     route: str = "auto",
     in_channels: Channels | None = None,
+    kernel_scale: float = 1.0,
   ):
+    """``kernel_scale`` multiplies the sampled kernel: the ratio of the trained grid's tap spacing
+    to this one's, for a network evaluated at another input size (``arch.arch_at_input_size``)."""
     resolution = x_BxSxC.shape[1:-1]
     p_KxD = self.tap_positions(resolution, taps)
     kernel_net = make_kernel_net(
@@ -245,7 +248,10 @@ class MaskedContinuousConv(nn.Module):
     in_channels = x_BxSxC.shape[-1] if in_channels is None else in_channels
     kernel_KxC = kernel_net(jnp.asarray(p_KxD), out_channels=in_channels)
     kernel_KxC = kernel_KxC * self.mask(p_KxD)[..., None]
-    # Recorded for CCNN's L2 regulariser, which penalises the sampled, masked kernels.
+    if kernel_scale != 1.0:  # (never while training)
+      kernel_KxC = kernel_KxC * kernel_scale
+    # Recorded for CCNN's L2 regulariser, which penalises the sampled, masked kernels, and for
+    # the export, which stores them.
     self.sow("intermediates", "masked_kernel", kernel_KxC)
     # In x's dtype; the float32 kernel gets a float32 gradient (conv.depthwise_conv).
     y = conv.depthwise_conv(x_BxSxC, kernel_KxC, causal=self.causal, route=route)

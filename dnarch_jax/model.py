@@ -175,7 +175,8 @@ def _resample_norm_and_conv(block: Block, x_BxSxC, stream_mask_C, stream, barch,
   h = SlicedBatchNorm(cfg.width, name="norm")(x_BxSxC, stream, train=train)
   h = _masked(h, stream_mask_C)
   conv = _conv(cfg, cfg.width, block.initial_taps, "conv")
-  return conv(h, barch.conv.taps, barch.conv.route, in_channels=stream), x_BxSxC
+  c = barch.conv
+  return conv(h, c.taps, c.route, in_channels=stream, kernel_scale=c.kernel_scale), x_BxSxC
 
 
 @nn.compact
@@ -241,10 +242,12 @@ class DNArchCCNN(nn.Module):
     cfg = self.cfg
     init_arch = initial_arch(cfg)
     arch = init_arch if arch is None else arch
-    if tuple(x_BxSxC.shape[1:]) != (*cfg.input_size, cfg.in_channels):
+    # arch.input_size is cfg.input_size except for a network evaluated at another input size
+    # (dnarch_jax.arch.arch_at_input_size).
+    if tuple(x_BxSxC.shape[1:]) != (*arch.input_size, cfg.in_channels):
       raise ValueError(
         f"input of shape {x_BxSxC.shape} does not match the model's "
-        f"[batch, *{cfg.input_size}, {cfg.in_channels}]"
+        f"[batch, *{arch.input_size}, {cfg.in_channels}]"
       )
     stream = arch.stream
     stream_mask = width_mask(self, "stream", cfg.width, stream, cfg) if cfg.learn_width else None
@@ -267,7 +270,7 @@ class DNArchCCNN(nn.Module):
       if barch.active or self.is_initializing():
         h = block(h, stream_mask, gates[l], stream, barch, train)
 
-    return _region(cfg, _head, (2, 4))(self, h, stream, stream_mask, train)
+    return _region(cfg, _head, (2, 4, 5))(self, h, stream, stream_mask, train, arch.input_size)
 
 
 @nn.compact
@@ -277,7 +280,7 @@ def _stem(model: DNArchCCNN, x, arch: Arch, init_arch: Arch, stream_mask, train:
   # BatchNorm follows the stem's conv and mixer, so biases there would be no-ops whose exactly
   # zero gradient Adam turns into rounding-noise steps (CCNN has them; we leave them out).
   stem_conv = _conv(cfg, cfg.in_channels, init_arch.stem.taps, "stem_conv", use_bias=False)
-  h = stem_conv(x, arch.stem.taps, arch.stem.route)
+  h = stem_conv(x, arch.stem.taps, arch.stem.route, kernel_scale=arch.stem.kernel_scale)
   stem_mixer = SlicedDense(cfg.in_channels, cfg.width, _kaiming_normal, False, name="stem_mixer")
   h = stem_mixer(h, arch.stream)
   h = SlicedBatchNorm(cfg.width, name="stem_norm")(h, arch.stream, train=train)
@@ -285,8 +288,9 @@ def _stem(model: DNArchCCNN, x, arch: Arch, init_arch: Arch, stream_mask, train:
 
 
 @nn.compact
-def _head(model: DNArchCCNN, h, stream: Channels, stream_mask, train: bool):
-  """Head of ``DNArchCCNN``: BatchNorm, then a per-position or pooled linear classifier."""
+def _head(model: DNArchCCNN, h, stream: Channels, stream_mask, train: bool, input_size):
+  """Head of ``DNArchCCNN``: BatchNorm, then a per-position or pooled linear classifier (the
+  dense one at the input's size)."""
   cfg = model.cfg
   # float32 from here: the logits feed the loss; the head is one small product.
   h = h.astype(jnp.float32)
@@ -294,8 +298,8 @@ def _head(model: DNArchCCNN, h, stream: Channels, stream_mask, train: bool):
   head = SlicedDense(cfg.width, cfg.num_classes, name="head")
   if cfg.head == "dense":
     h = _masked(norm(h, stream, train=train), stream_mask)
-    if tuple(h.shape[1:-1]) != tuple(cfg.input_size):
-      h = spectral.spectral_resample(h, cfg.input_size)
+    if tuple(h.shape[1:-1]) != tuple(input_size):
+      h = spectral.spectral_resample(h, input_size)
     return head(h, in_channels=stream)
   # Pooled: the norm and mask are per-channel affine, so they apply to the mean over positions.
   pooled_BxC = norm(h, stream, train=train, pool_axes=tuple(range(1, h.ndim - 1)))

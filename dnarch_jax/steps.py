@@ -186,15 +186,14 @@ def make_train_step(
   return jax.jit(step, static_argnums=2, donate_argnums=0, compiler_options=compiler_options(cfg))
 
 
-def make_eval_step(cfg: ModelConfig) -> Callable[[TrainState, dict, Arch], dict]:
-  """``eval(state, batch, arch) -> sums`` of loss, correct predictions and example weight, and
-  for a dense head the per-class intersections and unions (``class_overlap``)."""
+def make_eval_step(cfg: ModelConfig) -> Callable[[dict, dict, Arch], dict]:
+  """``eval(variables, batch, arch) -> sums`` of loss, correct predictions and example weight,
+  and for a dense head the per-class intersections and unions (``class_overlap``).
+  ``variables``: ``{"params", "batch_stats"}`` (a ``TrainState``'s, or a restored run's)."""
   model = DNArchCCNN(cfg)
 
-  def evaluate(state: TrainState, batch: dict, arch: Arch):
-    logits = model.apply(
-      {"params": state.params, "batch_stats": state.batch_stats}, batch["input"], arch, train=False
-    )
+  def evaluate(variables: dict, batch: dict, arch: Arch):
+    logits = model.apply(variables, batch["input"], arch, train=False)
     mask = batch.get("mask")
     loss, accuracy = cross_entropy(logits, batch["label"], mask)
     weight = (

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dnarch_jax import cost, export
-from dnarch_jax.arch import arch_sizes, compute_arch, initial_arch
+from dnarch_jax.arch import arch_at_input_size, arch_sizes, compute_arch, initial_arch
 from dnarch_jax.cli import main
 from dnarch_jax.config import WIDTH_MASKS, ModelConfig, load_config, validate
 from dnarch_jax.data import pipeline_from_config
@@ -191,6 +191,31 @@ def test_portable_program_runs_with_jax_alone(exported, trained, tmp_path):
   np.testing.assert_allclose(np.load(tmp_path / "five.npy"), want[:5], rtol=1e-5, atol=1e-5)
   document = json.loads((out / export.SPEC_FILE).read_text())
   assert document["program"]["input"] == ["batch", *model.spec.input_shape]
+
+
+def test_eval_export_and_predict_at_another_input_size(trained, tmp_path, capsys):
+  workdir, run, x, _ = trained
+  assert main(["eval", "--workdir", str(workdir), "--input_size", "42,42"]) == 0
+  printed = json.loads(capsys.readouterr().out)
+  assert printed["input_size"] == [42, 42] and 0 <= printed["accuracy"] <= 1
+  assert printed["flops"] > 2 * export.exported_costs(run.cfg, run.arch, 1)["flops_model"]
+
+  out = tmp_path / "model42"
+  argv = ["export", "--workdir", str(workdir), "--out", str(out), "--input_size", "42,42"]
+  assert main([*argv, "--no-xla"]) == 0
+  capsys.readouterr()
+  model, variables = export.load_exported(out)
+  assert model.spec.input_size == (42, 42)
+  x42 = np.asarray(jax.image.resize(x, (x.shape[0], 42, 42, x.shape[-1]), "linear"))
+  arch42 = arch_at_input_size(run.variables["params"], run.cfg, (42, 42), x.shape[0])
+  apply = jax.jit(lambda v, x: DNArchCCNN(run.cfg).apply(v, x, arch42, train=False))
+  want = np.asarray(apply(run.variables, jnp.asarray(x42)))
+  np.save(tmp_path / "x42.npy", x42)
+  assert main(["predict", "--model", str(out), "--input", str(tmp_path / "x42.npy")]) == 0
+  assert json.loads(capsys.readouterr().out)["predictions"] == want.argmax(-1).tolist()
+  got = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(x42)))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert main(["eval", "--workdir", str(workdir), "--input_size", "42"]) == 2  # wrong rank
 
 
 def test_bad_input_is_named_before_anything_compiles(exported, tmp_path, capsys, monkeypatch):
