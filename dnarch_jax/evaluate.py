@@ -15,10 +15,9 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dnarch_jax.arch import arch_at_input_size
-from dnarch_jax.steps import arch_cost, make_eval_step, mean_iou
+from dnarch_jax.steps import arch_cost, evaluate_batches, make_eval_step
 
 
 def parse_input_size(text: str) -> tuple[int, ...]:
@@ -62,21 +61,15 @@ def evaluate_run(
     arch = arch_at_input_size(run.variables["params"], cfg, input_size, run.batch_size)
     shape = (*arch.input_size, cfg.in_channels)
     resize = jax.jit(lambda x: jax.image.resize(x, (x.shape[0], *shape), "linear"))
-  eval_step = make_eval_step(cfg)
-  totals: dict = {}
-  for batch in pipeline_from_config(run.config.data, split):
-    batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    if resize is not None:
-      batch["input"] = resize(batch["input"])
-    for k, v in jax.device_get(eval_step(run.variables, batch, arch)).items():
-      totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
-  weight = max(float(totals.get("weight", 0.0)), 1.0)
-  metrics = {
-    "accuracy": float(totals.get("correct_sum", 0.0)) / weight,
-    "loss": float(totals.get("loss_sum", 0.0)) / weight,
-  }
-  if "intersection" in totals:  # dense task: accuracy is pixel accuracy
-    metrics["mean_iou"] = mean_iou(totals["intersection"], totals["union"])
+
+  def batches():
+    for batch in pipeline_from_config(run.config.data, split):
+      batch = {k: jnp.asarray(v) for k, v in batch.items()}
+      if resize is not None:
+        batch["input"] = resize(batch["input"])
+      yield batch
+
+  metrics = evaluate_batches(make_eval_step(cfg), run.variables, batches(), arch)
   return dict(
     split=split,
     step=run.step,

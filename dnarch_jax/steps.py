@@ -207,6 +207,23 @@ def make_eval_step(cfg: ModelConfig) -> Callable[[dict, dict, Arch], dict]:
   return jax.jit(evaluate, static_argnums=2)
 
 
+def evaluate_batches(eval_step, variables: dict, batches, arch: Arch) -> dict[str, float]:
+  """Loss and accuracy (and mean IoU for a dense head) of ``variables`` over ``batches``, from
+  ``make_eval_step``'s sums added up in float64 on the host."""
+  totals: dict = {}
+  for batch in batches:
+    for k, v in jax.device_get(eval_step(variables, batch, arch)).items():
+      totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
+  weight = max(float(totals.get("weight", 0.0)), 1.0)
+  metrics = {
+    "accuracy": float(totals.get("correct_sum", 0.0)) / weight,
+    "loss": float(totals.get("loss_sum", 0.0)) / weight,
+  }
+  if "intersection" in totals:  # dense task: accuracy is pixel accuracy
+    metrics["mean_iou"] = mean_iou(totals["intersection"], totals["union"])
+  return metrics
+
+
 def arch_cost(arch: Arch, cfg: ModelConfig, batch_size: int) -> dict[str, float]:
   """Reported FLOPs per example and parameters of ``arch`` (integer sizes)."""
   sizes = arch_sizes(arch, cfg, batch_size)

@@ -26,7 +26,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from dnarch_jax import budget as budget_lib
 from dnarch_jax import hostmem, report, search_space, sharding
@@ -54,9 +53,9 @@ from dnarch_jax.steps import (
   LossConfig,
   TrainState,
   create_train_state,
+  evaluate_batches,
   make_eval_step,
   make_train_step,
-  mean_iou,
   soft_cost,
 )
 
@@ -301,21 +300,10 @@ class Trainer:
     return metrics
 
   def evaluate(self, split: str) -> dict[str, float]:
-    it = pipeline_from_config(self.config.data, split)
-    totals = {}
-    for local in it:
-      variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
-      out = self.eval_step(variables, sharding.global_batch(local, self.mesh), self.arch)
-      for k, v in jax.device_get(out).items():
-        totals[k] = totals.get(k, 0.0) + np.asarray(v, np.float64)
-    weight = max(float(totals.get("weight", 0.0)), 1.0)
-    metrics = {
-      "accuracy": float(totals.get("correct_sum", 0.0)) / weight,
-      "loss": float(totals.get("loss_sum", 0.0)) / weight,
-    }
-    if "intersection" in totals:  # dense task: accuracy is pixel accuracy
-      metrics["mean_iou"] = mean_iou(totals["intersection"], totals["union"])
-    return metrics
+    variables = {"params": self.state.params, "batch_stats": self.state.batch_stats}
+    batches = pipeline_from_config(self.config.data, split)
+    batches = (sharding.global_batch(local, self.mesh) for local in batches)
+    return evaluate_batches(self.eval_step, variables, batches, self.arch)
 
   # --- the loop --------------------------------------------------------------------------------
 
