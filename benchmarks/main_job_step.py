@@ -33,11 +33,11 @@ def main() -> None:
   trainer._refresh_arch(0, force_log=True)  # the step-0 projection into the budget
   batch = sharding.global_batch(next(trainer.train_iter), trainer.mesh)
   for _ in range(3):  # compile and warm up
-    jax.block_until_ready(trainer._train_one(batch))
+    jax.block_until_ready(trainer.train_one(0, batch))
   times = []
   for _ in range(args.steps):
     t0 = time.perf_counter()
-    jax.block_until_ready(trainer._train_one(batch))
+    jax.block_until_ready(trainer.train_one(0, batch))
     times.append(time.perf_counter() - t0)
   line = dict(src=dnarch_jax.__file__, median_ms=round(1e3 * statistics.median(times), 2),
               min_ms=round(1e3 * min(times), 2), steps=args.steps,

@@ -29,7 +29,7 @@ _EXPORTS = {
   **dict.fromkeys(["ModelConfig", "load_config"], "config"),
   "depthwise_conv": "conv",
   **dict.fromkeys(["budget_penalty", "flops", "params"], "cost"),
-  "load_exported": "export",
+  "load_exported": "exported",
   "crop_taps": "grids",
   **dict.fromkeys(["SIREN", "MAGNet"], "kernelnets"),
   "MaskedContinuousConv": "layers",

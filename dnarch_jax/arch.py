@@ -19,14 +19,16 @@ import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import conv, cost, grids, masks, search_space
+from dnarch_jax import conv, cost, grids, search_space
 from dnarch_jax.channels import Channels
 from dnarch_jax.channels import count as channel_count
 from dnarch_jax.config import ModelConfig
+from dnarch_jax.mask_kinds import DEPTH, KERNEL, resolution_mask, width_mask
 from dnarch_jax.optim import is_arch_param
 
 
@@ -165,7 +167,7 @@ def initial_arch_params(cfg: ModelConfig) -> dict:
   if cfg.learn_kernel:
     p["stem_conv"] = sigma()
   if cfg.learn_width:
-    p[width_param(cfg, "stream")] = initial_width_param(cfg, cfg.width)
+    p[width_param(cfg, "stream")] = width_mask(cfg).initial_param(cfg, cfg.width)
   if cfg.learn_depth:
     p["arch_depth_cutoff"] = np.asarray(cfg.depth_init_cutoff)
   for l in range(cfg.num_blocks):
@@ -173,7 +175,7 @@ def initial_arch_params(cfg: ModelConfig) -> dict:
     if cfg.learn_kernel:
       block["conv"] = sigma()
     if cfg.learn_width:
-      block[width_param(cfg, "hidden")] = initial_width_param(cfg, cfg.hidden_width)
+      block[width_param(cfg, "hidden")] = width_mask(cfg).initial_param(cfg, cfg.hidden_width)
     if cfg.learn_resolution:
       block["arch_resolution_cutoff"] = np.full((d,), cfg.resolution_init_cutoff)
     if block:
@@ -182,125 +184,15 @@ def initial_arch_params(cfg: ModelConfig) -> dict:
 
 
 def width_param(cfg: ModelConfig, kind: str) -> str:
-  """Name of the ``"stream"`` or ``"hidden"`` width mask's parameter: a scalar cutoff for the
-  ordered mask (``arch_stream_cutoff``), one logit per channel for gates (``arch_stream_gate``)."""
-  suffix = "gate" if cfg.width_mask == "scaled_sigmoid_gate" else "cutoff"
-  return f"arch_{kind}_{suffix}"
-
-
-# Gate logits start at width_gate_init minus this much times the channel's normalised index.
-GATE_INIT_TIE_BREAK = 0.01
-
-
-def initial_width_param(cfg: ModelConfig, count: int) -> np.ndarray:
-  """The width mask's initial parameter: the cutoff, or one gate logit per channel.
-
-  Gate logits decrease very slightly with the channel index [design]: equal logits would cross
-  the threshold together, so a hard budget's projection at initialisation (which moves every
-  logit towards the smallest network) could only keep all channels or one; with the tie broken
-  it removes the last channels first, as the ordered mask does, and training reorders them.
-  """
-  if cfg.width_mask == "scaled_sigmoid_gate":
-    return cfg.width_gate_init - GATE_INIT_TIE_BREAK * index_coordinates(count)
-  return np.asarray(cfg.width_init_cutoff)
-
-
-def kept_channels(param, cfg: ModelConfig, count: int) -> Channels:
-  """What a width mask keeps: the first ``n`` channels (ordered mask, ``n`` rounded up to the
-  width bucket) or the indices of the gates at or above the threshold (no bucket: the kept set,
-  not its size, is what changes)."""
-  if cfg.width_mask == "scaled_sigmoid_gate":
-    return masks.scaled_sigmoid_gate_kept(param, cfg.width_gate_delta, cfg.threshold)
-  return width_count(float(param), cfg, count)
-
-
-def width_count(cutoff, cfg: ModelConfig, count: int):
-  """Channels an ordered width mask keeps, rounded up to the width bucket (host or traced)."""
-  e = masks.sigmoid_cutoff_extent(cutoff, cfg.width_temperature, cfg.threshold)
-  return round_up(kept_count(e, count), cfg.width_bucket, count)
-
-
-def soft_width(param, cfg: ModelConfig, count: int):
-  """The loss's width: the kept count (:func:`kept_channels`) as its value, with the gradient of
-  the continuous count ``extent * (count - 1) + 1`` (ordered mask) or of the sum of the gates."""
-  if cfg.width_mask == "scaled_sigmoid_gate":
-    gates = masks.scaled_sigmoid_gate(param, cfg.width_gate_delta)
-    kept = jnp.maximum(jnp.sum(gates >= cfg.threshold), 1)
-    return straight_through(kept, jnp.sum(gates))
-  e = masks.sigmoid_cutoff_extent(param, cfg.width_temperature, cfg.threshold)
-  return straight_through(width_count(param, cfg, count), e * max(count - 1, 1) + 1)
-
-
-def straight_through(value, relaxed):
-  """``value`` in the forward pass, the gradient of ``relaxed`` in the backward pass.
-
-  The loss's cost model sees the integer sizes of the crop that runs (so the budget term acts on
-  the cost actually computed) and differentiates their continuous relaxation [design].
-  """
-  return relaxed + jax.lax.stop_gradient(value - relaxed)
-
-
-# --- extents -> integer sizes ------------------------------------------------------------------
-# Each works on host floats (returning ints, for the static Arch) and on traced JAX scalars (the
-# loss's cost model counts the crop the current mask parameters give with the same arithmetic).
-
-
-def index_coordinates(count: int) -> np.ndarray:
-  """Normalised index ``u_i = i / (count - 1)`` of channels or blocks (0 for a single one)."""
-  return np.arange(count) / max(count - 1, 1)
-
-
-def kept_count(extent, count: int):
-  """Elements with ``u_i <= extent``; never fewer than 1 (the first element is always kept)."""
-  xp = masks.array_module(extent)
-  n = xp.clip(xp.floor(extent * max(count - 1, 1) + 1e-9) + 1, 1, count)
-  return int(n) if xp is np else n
-
-
-def round_up(value, bucket: int, limit: int):
-  xp = masks.array_module(value)
-  out = xp.minimum(limit, bucket * xp.ceil(value / bucket))
-  return int(out) if xp is np else out
-
-
-def resolution_extent(cutoff, cfg: ModelConfig, axis: int):
-  """Largest normalised frequency kept by a block's resolution mask along ``axis``."""
-  if cfg.resolution_mask == "ramp":
-    return masks.ramp_extent(cutoff, ramp_width(cfg, axis), cfg.threshold)
-  return masks.sigmoid_cutoff_extent(cutoff, cfg.resolution_temperature, cfg.threshold)
-
-
-def ramp_width(cfg: ModelConfig, axis: int) -> float:
-  """DiffStride's R (frequency bins) in normalised frequency units along ``axis``."""
-  return cfg.resolution_ramp / (cfg.input_size[axis] / 2)
-
-
-def resolution_size(cutoff, cfg: ModelConfig, axis: int):
-  """Size along ``axis`` keeping every frequency whose mask is >= t, rounded up to the bucket
-  (host or traced): an even size below the input's, or the input's own size ``N``.
-
-  An odd ``N`` has no Nyquist bin: its highest frequency ``(N - 1) / 2`` is a +-pair that only an
-  odd grid of ``N`` points holds without folding it onto one real bin, so a crop that keeps it is
-  ``N`` itself, never ``N - 1``."""
-  big_n = cfg.input_size[axis]
-  e = resolution_extent(cutoff, cfg, axis)
-  xp = masks.array_module(e)
-  size = xp.clip(2 * xp.floor(e * big_n / 2 + 1e-9), cfg.resolution_bucket, big_n)
-  size = xp.where(size >= 2 * (big_n // 2), big_n, size)  # only ever changes an odd N
-  return round_up(size, cfg.resolution_bucket, big_n)
+  """Name of the ``"stream"`` or ``"hidden"`` width mask's parameter (its kind's: a scalar cutoff
+  ``arch_stream_cutoff`` for the ordered mask, one logit per channel ``arch_stream_gate``)."""
+  return width_mask(cfg).param_name(kind)
 
 
 def block_resolution(cutoff_D, cfg: ModelConfig) -> tuple[int, ...]:
   """The resolution a block's mask parameters give, per axis."""
-  return tuple(resolution_size(float(cutoff_D[axis]), cfg, axis) for axis in range(cfg.ndim))
-
-
-def depth_kept(cutoff, cfg: ModelConfig):
-  """Per block, whether the depth mask keeps it (``u_l <= extent``; block 0 always)."""
-  e = masks.sigmoid_cutoff_extent(cutoff, cfg.depth_temperature, cfg.threshold)
-  xp = masks.array_module(e)
-  kept = index_coordinates(cfg.num_blocks) <= e + 1e-12
-  return xp.where(np.arange(cfg.num_blocks) == 0, True, kept)
+  kind = resolution_mask(cfg)
+  return tuple(kind.size(float(cutoff_D[axis]), cfg, axis) for axis in range(cfg.ndim))
 
 
 def conv_taps(sigma_D, cfg: ModelConfig, resolution, crop: bool) -> tuple[int, ...]:
@@ -312,9 +204,10 @@ def conv_taps(sigma_D, cfg: ModelConfig, resolution, crop: bool) -> tuple[int, .
     if not (crop and cfg.learn_kernel):
       taps.append(limit)
       continue
-    radius = masks.gaussian_radius(float(sigma_D[axis]), cfg.threshold)
-    k = grids.crop_taps(radius, n, big_n, m, cfg.causal)
-    taps.append(grids.bucket_taps(k, cfg.kernel_bucket, limit))
+    sigma = float(sigma_D[axis])
+    taps.append(
+      KERNEL.taps(sigma, n, big_n, m, cfg.causal, cfg.threshold, cfg.kernel_bucket, limit)
+    )
   return tuple(taps)
 
 
@@ -340,11 +233,11 @@ def compute_arch(
   get = lambda *keys: _lookup(p, keys)
 
   def width(param, count) -> Channels:
-    return kept_channels(param, cfg, count) if crop and cfg.learn_width else count
+    return width_mask(cfg).kept(param, cfg, count) if crop and cfg.learn_width else count
 
   stream = width(get(width_param(cfg, "stream")), cfg.width)
   if cfg.learn_depth:
-    gate_kept = depth_kept(float(get("arch_depth_cutoff")), cfg)
+    gate_kept = DEPTH.kept(float(get(DEPTH.param)), cfg)
   else:
     gate_kept = np.ones(cfg.num_blocks, bool)
 
@@ -457,12 +350,12 @@ def _crop_size_fn(name: str, cfg: ModelConfig, arch: Arch) -> Callable[[float, i
     return lambda v, a: conv_taps([v] * cfg.ndim, cfg, resolution, crop=True)[a]
   if leaf in ("arch_stream_cutoff", "arch_hidden_cutoff"):
     count = cfg.width if leaf == "arch_stream_cutoff" else cfg.hidden_width
-    return lambda v, a: width_count(v, cfg, count)
+    return lambda v, a: width_mask(cfg).kept(v, cfg, count)
   if leaf == "arch_resolution_cutoff":
-    return lambda v, a: resolution_size(v, cfg, a)
-  if leaf == "arch_depth_cutoff":
-    return lambda v, a: int(np.sum(depth_kept(v, cfg)))
-  return None
+    return lambda v, a: resolution_mask(cfg).size(v, cfg, a)
+  if leaf == DEPTH.param:
+    return lambda v, a: int(np.sum(DEPTH.kept(v, cfg)))
+  return None  # per-channel gates: a subset, not a size
 
 
 def bucket_boundaries(params, cfg: ModelConfig, arch: Arch, samples: int = 256) -> dict:
@@ -564,7 +457,7 @@ def params_for_arch(params, cfg: ModelConfig, target: Arch, batch_size: int, fie
   ``target``'s sizes (:func:`params_with_sizes`; routes and resampling follow from the sizes).
   A size the search space cannot crop to is a ``ValueError`` naming ``field``, the parameter
   and the sizes it can take. Ordered width masks only (gates have no size of their own)."""
-  if cfg.width_mask == "scaled_sigmoid_gate":
+  if not width_mask(cfg).sizes_settable:
     raise ValueError(f"{field}: an architecture cannot be given with per-channel width gates")
   if len(target.blocks) != cfg.num_blocks or tuple(target.input_size) != tuple(cfg.input_size):
     raise ValueError(
@@ -628,8 +521,26 @@ def _network_sizes(cfg: ModelConfig, arch: Arch, batch_size: int, stream, stem, 
   )
 
 
+def _check_cost_inputs(fn: str, arch: Arch, cfg: ModelConfig, batch_size: int) -> None:
+  """``arch`` is one of ``cfg``'s networks (fewer blocks would be priced as a shallower network
+  without a word) and ``batch_size`` a positive integer (kernel nets are amortised over it)."""
+  chex.assert_equal(
+    len(arch.blocks),
+    cfg.num_blocks,
+    custom_message=f"{fn}: arch must have cfg.num_blocks={cfg.num_blocks} blocks",
+  )
+  chex.assert_equal(
+    len(arch.input_size),
+    cfg.ndim,
+    custom_message=f"{fn}: arch.input_size must have cfg's {cfg.ndim} spatial dim(s)",
+  )
+  chex.assert_type(batch_size, int, custom_message=f"{fn}: batch_size must be an integer")
+  chex.assert_scalar_positive(int(batch_size), custom_message=f"{fn}: batch_size must be >= 1")
+
+
 def arch_sizes(arch: Arch, cfg: ModelConfig, batch_size: int) -> cost.NetworkSizes:
   """The integer sizes of ``arch``: what the cropped network computes."""
+  _check_cost_inputs("arch_sizes", arch, cfg, batch_size)
   stem = cost.ConvSizes(arch.input_size, arch.stem.taps, cfg.in_channels, arch.stem.route)
   blocks, current = [], tuple(arch.input_size)
   for b in arch.blocks:
@@ -653,41 +564,21 @@ def soft_kernel_taps(
   term for your own model: its value is what ``crop_taps`` gives the host.
   """
   resolution = input_size if resolution is None else resolution
-  out = []
-  for axis, m in enumerate(resolution):
-    n, big_n = kernel_grid[axis], input_size[axis]
-    radius = masks.gaussian_radius(jnp.asarray(sigma_D[axis], jnp.float32), threshold)
-    limit = grids.max_taps(n, big_n, m, causal)
-    taps = grids.bucket_taps(grids.crop_taps(radius, n, big_n, m, causal), bucket, limit)
-    out.append(straight_through(taps, grids.relaxed_taps(radius, n, big_n, m, causal)))
-  return tuple(out)
-
-
-def soft_depth_gates(cutoff, cfg: ModelConfig):
-  """The loss's depth gates: 1 for a kept block and 0 for a skipped one, with the gradient of a
-  unit ramp per block in the continuous block count ``extent * (L - 1) + 1`` (block ``l`` goes
-  from off to on as the count goes from ``l`` to ``l + 1``; its ends included, so the gate at the
-  edge of the kept blocks is never flat) [design]."""
-  e = masks.sigmoid_cutoff_extent(cutoff, cfg.depth_temperature, cfg.threshold)
-  z = e * max(cfg.num_blocks - 1, 1) + 1 - jnp.arange(cfg.num_blocks)
-  # The last block's ramp goes on above 1: the cutoff's box reaches past the extent of the last
-  # block (dnarch_jax.search_space), and the cost must pull it back from there too.
-  last = jnp.arange(cfg.num_blocks) == cfg.num_blocks - 1
-  on_ramp = jax.lax.stop_gradient(((z >= 0) & ((z <= 1) | last)).astype(jnp.float32))
-  relaxed = jax.lax.stop_gradient(jnp.clip(z, 0, 1)) + on_ramp * (z - jax.lax.stop_gradient(z))
-  kept = depth_kept(cutoff, cfg).astype(jnp.float32)
-  gates = straight_through(kept, relaxed)
-  return [gates[l] if l else jnp.ones(()) for l in range(cfg.num_blocks)]
-
-
-def soft_resolution(cutoff_D, cfg: ModelConfig):
-  """The loss's resolution per axis: the crop's size (:func:`resolution_size`) as the
-  value, with the gradient of the continuous size ``extent * N``."""
-  out = []
-  for axis, big_n in enumerate(cfg.input_size):
-    e = resolution_extent(cutoff_D[axis], cfg, axis)
-    out.append(straight_through(resolution_size(cutoff_D[axis], cfg, axis), e * big_n))
-  return tuple(out)
+  # One entry per axis everywhere: the loop below would otherwise follow the shortest silently.
+  d = len(input_size)
+  chex.assert_equal(
+    np.shape(sigma_D),
+    (d,),
+    custom_message=f"soft_kernel_taps: sigma_D must be [D], one sigma per axis of input_size ({d})",
+  )
+  for name, sizes in (("kernel_grid", kernel_grid), ("resolution", resolution)):
+    chex.assert_equal(
+      len(sizes), d, custom_message=f"soft_kernel_taps: {name} must give one size per axis ({d})"
+    )
+  return tuple(
+    KERNEL.soft_taps(sigma, n, big_n, m, causal, threshold, bucket)
+    for sigma, n, big_n, m in zip(sigma_D, kernel_grid, input_size, resolution, strict=True)
+  )
 
 
 def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.NetworkSizes:
@@ -702,6 +593,7 @@ def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.Ne
   block for depth, and the sum of the gates for DNAL's per-channel gates. The convolution route of
   each layer is the one ``arch`` uses; ``arch`` also gives the sizes of dimensions not learned.
   """
+  _check_cost_inputs("soft_sizes", arch, cfg, batch_size)
   get = lambda *keys: _lookup(params, keys)
   grid = [cfg.grid_size(a) for a in range(cfg.ndim)]
 
@@ -712,11 +604,14 @@ def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.Ne
       sigma_D, grid, cfg.input_size, resolution, cfg.causal, cfg.threshold, cfg.kernel_bucket
     )
 
+  widths = width_mask(cfg)
   stream = (
-    soft_width(get(width_param(cfg, "stream")), cfg, cfg.width) if cfg.learn_width else cfg.width
+    widths.soft_width(get(width_param(cfg, "stream")), cfg, cfg.width)
+    if cfg.learn_width
+    else cfg.width
   )
   if cfg.learn_depth:
-    gates = soft_depth_gates(get("arch_depth_cutoff"), cfg)
+    gates = DEPTH.soft_gates(get(DEPTH.param), cfg)
   else:
     gates = [1.0] * cfg.num_blocks
   stem_taps = soft_taps(get("stem_conv", "arch_sigma"), cfg.input_size, arch.stem.taps)
@@ -724,7 +619,10 @@ def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.Ne
   blocks, current = [], tuple(cfg.input_size)
   for l, b in enumerate(arch.blocks):
     if cfg.learn_resolution:
-      resolution = soft_resolution(get(f"block_{l}", "arch_resolution_cutoff"), cfg)
+      cutoff_D = get(f"block_{l}", "arch_resolution_cutoff")
+      resolution = tuple(
+        resolution_mask(cfg).soft_size(cutoff_D[a], cfg, a) for a in range(cfg.ndim)
+      )
       resample_from = current
       # A skipped block leaves the resolution as it was (as compute_arch does).
       kept = jax.lax.stop_gradient(jnp.asarray(gates[l]))
@@ -732,7 +630,7 @@ def soft_sizes(params, cfg: ModelConfig, arch: Arch, batch_size: int) -> cost.Ne
     else:
       resolution, resample_from = tuple(cfg.input_size), None
     hidden = (
-      soft_width(get(f"block_{l}", width_param(cfg, "hidden")), cfg, cfg.hidden_width)
+      widths.soft_width(get(f"block_{l}", width_param(cfg, "hidden")), cfg, cfg.hidden_width)
       if cfg.learn_width
       else cfg.hidden_width
     )

@@ -10,6 +10,7 @@ gates follow a path of their own: the weakest channels are dropped first, the ot
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +24,15 @@ METRICS = ("flops", "params")
 MODES = ("soft", "hard")
 
 
+def _check_metric(fn: str, metric: str) -> None:
+  # Anything but "params" would otherwise be priced as FLOPs without a word.
+  if metric not in METRICS:
+    raise ValueError(f"{fn}: metric must be one of {METRICS}, got {metric!r}")
+
+
 def arch_cost(arch: Arch, cfg: ModelConfig, batch_size: int, metric: str) -> float:
+  """The cost of ``arch`` (``metric``: ``"flops"`` per example, or ``"params"``)."""
+  _check_metric("arch_cost", metric)
   sizes = arch_sizes(arch, cfg, batch_size)
   return float(cost.params(sizes) if metric == "params" else cost.flops(sizes))
 
@@ -103,6 +112,15 @@ def project_to_budget(
 ):
   """``(params, arch)`` with ``cost(arch) <= budget``: unchanged if they already fit, else the mask
   parameters moved towards the smallest architecture just far enough (bisection)."""
+  _check_metric("project_to_budget", metric)
+  # A budget of 0 (resolve_budget's "no budget") fits nothing: there is nothing to project to.
+  chex.assert_scalar_positive(
+    float(budget), custom_message=f"project_to_budget: budget must be > 0, got {budget}"
+  )
+  chex.assert_type(iterations, int, custom_message="project_to_budget: iterations must be an int")
+  chex.assert_scalar_positive(
+    int(iterations), custom_message="project_to_budget: iterations must be >= 1"
+  )
   arch = compute_arch(params, cfg, batch_size)
   if arch_cost(arch, cfg, batch_size, metric) <= budget:
     return params, arch

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import pathlib
 import sys
 from typing import Any
 
@@ -40,107 +39,29 @@ def _config_overrides(unknown: list[str]) -> list[str]:
 
 
 def cmd_summary(args, overrides) -> int:
-  import jax
-
-  from dnarch_jax.arch import initial_arch
-  from dnarch_jax.dnal.config import is_dnal
-  from dnarch_jax.experiment import run_model_config
-  from dnarch_jax.model import init_variables
-  from dnarch_jax.summary import format_table, summarize
+  from dnarch_jax.methods import method_of, method_of_run
 
   if args.workdir:
-    return _run_summary(args, overrides)
-  config = load_config(args.config, overrides)
-  if is_dnal(config):
-    return _dnal_summary(args, config)
-  cfg = run_model_config(config)
-  batch_size = int(config.data.batch_size)
-  arch = initial_arch(cfg, batch_size)
-  variables = init_variables(cfg, jax.random.key(int(config.get("seed", 0))))
-  summary = summarize(cfg, variables, arch, batch_size, with_xla=not args.no_xla)
+    if overrides:
+      raise ValueError(f"summary --workdir takes no --config overrides (got {overrides})")
+    describe = method_of_run(args.workdir).load("describe_run")
+    summary, text = describe(args.workdir, args.checkpoint, with_xla=not args.no_xla)
+  else:
+    config = load_config(args.config, overrides)
+    describe = method_of(config).load("describe_config")
+    summary, text = describe(config, with_xla=not args.no_xla)
+    text = f"{args.config}: {text}"
   if args.json:
     print_json(summary)
   else:
-    print(f"{args.config}: {cfg.ndim}D input {cfg.input_size}x{cfg.in_channels}, ", end="")
-    print(f"{cfg.num_classes} classes, {cfg.head} head")
-    print(format_table(summary))
-  return 0
-
-
-def _run_summary(args, overrides) -> int:
-  """``dnarch summary --workdir``: the architecture a run discovered (its best checkpoint by
-  default), with its cost beside the run's budget."""
-  from dnarch_jax import budget as budget_lib
-  from dnarch_jax.dnal.config import is_dnal
-  from dnarch_jax.export import restore_run
-  from dnarch_jax.summary import format_table, summarize
-  from dnarch_jax.train import load_run_config
-
-  if overrides:
-    raise ValueError(f"summary --workdir takes no --config overrides (got {overrides})")
-  if pathlib.Path(args.workdir).is_dir() and is_dnal(load_run_config(args.workdir)):
-    return _dnal_run_summary(args)
-  run = restore_run(args.workdir, args.checkpoint)
-  summary = summarize(run.cfg, run.variables, run.arch, run.batch_size, with_xla=not args.no_xla)
-  budget_cfg = run.config.budget
-  budget = budget_lib.resolve_budget(budget_cfg, run.variables["params"], run.cfg, run.batch_size)
-  summary.update(step=run.step, checkpoint=run.checkpoint, budget_metric=budget_cfg.metric)
-  summary["budget"] = budget or None
-  if args.json:
-    print_json(summary)
-    return 0
-  print(f"{args.workdir}: {run.checkpoint} checkpoint, step {run.step}")
-  print(format_table(summary))
-  if budget:
-    cost = summary["flops_model" if budget_cfg.metric == "flops" else "params"]
-    print(f"budget: {budget:,.0f} {budget_cfg.metric} per example; this architecture uses "
-          f"{cost / budget:.1%} of it")  # fmt: skip
-  return 0
-
-
-def _dnal_run_summary(args) -> int:
-  """``dnarch summary --workdir`` of a DNAL run: the network its checkpoint holds (pruned once
-  the architecture stage is over)."""
-  from dnarch_jax.dnal.summary import format_table, summarize
-  from dnarch_jax.dnal.train import restore_run
-
-  trainer, step = restore_run(args.workdir, args.checkpoint)
-  variables = {"params": trainer.state.params, "batch_stats": trainer.state.batch_stats}
-  summary = summarize(trainer.cfg, variables, trainer.arch, with_xla=not args.no_xla)
-  summary.update(step=step, checkpoint=args.checkpoint)
-  if args.json:
-    print_json(summary)
-  else:
-    print(f"{args.workdir}: {args.checkpoint} checkpoint, step {step}")
-    print(format_table(summary))
-  return 0
-
-
-def _dnal_summary(args, config) -> int:
-  """``dnarch summary`` of a DNAL config: the unpruned network's widths, MACs and parameters."""
-  import jax
-
-  from dnarch_jax.dnal.arch import full_arch
-  from dnarch_jax.dnal.config import run_net_config
-  from dnarch_jax.dnal.models import init_variables
-  from dnarch_jax.dnal.summary import format_table, summarize
-
-  cfg = run_net_config(config)
-  variables = init_variables(cfg, jax.random.key(int(config.get("seed", 0))))
-  summary = summarize(cfg, variables, full_arch(cfg), with_xla=not args.no_xla)
-  if args.json:
-    print_json(summary)
-  else:
-    print(f"{args.config}: DNAL {cfg.kind}, input {cfg.input_size}x{cfg.in_channels}, ", end="")
-    print(f"{cfg.num_classes} classes")
-    print(format_table(summary))
+    print(text)
   return 0
 
 
 def cmd_train(args, overrides) -> int:
   from dnarch_jax import sharding
-  from dnarch_jax.dnal.config import is_dnal
-  from dnarch_jax.train import load_run_config, train
+  from dnarch_jax.loop import load_run_config
+  from dnarch_jax.methods import method_of
 
   sharding.initialize_distributed()
   sharding.enable_compilation_cache()
@@ -150,32 +71,20 @@ def cmd_train(args, overrides) -> int:
     config = load_run_config(args.workdir)
     for override in overrides:
       apply_override(config, override)
-  if is_dnal(config):
-    from dnarch_jax.dnal.train import train as dnal_train
-
-    result = dnal_train(config, args.workdir, args.allow_config_change)
-  else:
-    result = train(config, args.workdir, args.allow_config_change)
+  result = method_of(config).load("train")(config, args.workdir, args.allow_config_change)
   print_json(result)
   return 0 if result["status"] == "completed" else 3
 
 
 def cmd_eval(args, overrides) -> int:
   from dnarch_jax import sharding
-  from dnarch_jax.dnal.config import is_dnal
-  from dnarch_jax.evaluate import evaluate_run, parse_input_size
-  from dnarch_jax.train import load_run_config
+  from dnarch_jax.evaluate import parse_input_size
+  from dnarch_jax.methods import method_of_run
 
   input_size = None if args.input_size is None else parse_input_size(args.input_size)
   sharding.initialize_distributed()
   sharding.enable_compilation_cache()
-  if is_dnal(load_run_config(args.workdir)):
-    from dnarch_jax.dnal.train import evaluate_run as evaluate_dnal
-
-    if input_size is not None:
-      raise ValueError("--input_size: DNAL's CNNs run at their training size only")
-    print_json(evaluate_dnal(args.workdir, args.split, args.checkpoint))
-    return 0
+  evaluate_run = method_of_run(args.workdir).load("evaluate_run")
   print_json(evaluate_run(args.workdir, args.split, args.checkpoint, input_size))
   return 0
 
@@ -183,13 +92,14 @@ def cmd_eval(args, overrides) -> int:
 def cmd_export(args, overrides) -> int:
   from dnarch_jax import sharding
   from dnarch_jax.evaluate import parse_input_size
-  from dnarch_jax.export import export_run
+  from dnarch_jax.methods import method_of_run
 
   if overrides:
     raise ValueError(f"export takes no --config overrides (got {overrides}); it uses the run's")
   input_size = None if args.input_size is None else parse_input_size(args.input_size)
   sharding.enable_compilation_cache()
   with_xla = not args.no_xla
+  export_run = method_of_run(args.workdir).load("export_run")
   print_json(export_run(args.workdir, args.out, args.checkpoint, with_xla, input_size))
   return 0
 
@@ -197,23 +107,23 @@ def cmd_export(args, overrides) -> int:
 def cmd_predict(args, overrides) -> int:
   import numpy as np
 
-  from dnarch_jax import export, sharding
+  from dnarch_jax import exported, sharding
 
   if overrides:
     raise ValueError(f"predict takes no --config overrides (got {overrides})")
   # Everything that can be wrong with the files is checked before anything compiles.
-  spec, _ = export.read_spec(args.model)
-  x = export.load_input(args.input, spec)
+  spec, _ = exported.read_spec(args.model)
+  x = exported.load_input(args.input, spec)
   if args.batch_size < 1:
     raise ValueError(f"--batch-size: must be positive, got {args.batch_size}")
   sharding.enable_compilation_cache()
-  model, variables = export.load_exported(args.model)
-  logits = export.predict_logits(model, variables, x, args.batch_size)
+  model, variables = exported.load_exported(args.model)
+  logits = exported.predict_logits(model, variables, x, args.batch_size)
   classes = np.argmax(logits, axis=-1).astype(np.int32)
   if args.output is None:
     print_json({"predictions": classes.tolist()})
     return 0
-  out, logits_out = export.prediction_paths(args.output)
+  out, logits_out = exported.prediction_paths(args.output)
   out.parent.mkdir(parents=True, exist_ok=True)
   np.save(out, classes)
   np.save(logits_out, logits)

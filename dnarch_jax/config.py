@@ -262,48 +262,32 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
 CCNN_SIZES = {"4_140": (4, 140, 32), "6_380": (6, 380, 64)}
 
 
+_NOT_IN_MODEL_BLOCK = ("head", "magnet_alpha", "magnet_beta", "resolution_ramp")
+
+
 def model_block(
   size: str, *, omega_0: float, dropout: float, causal: bool, kernel_grid: int, **overrides
 ) -> ml_collections.ConfigDict:
   """``config.model`` for a CCNN of the given size (fields: ``dnarch_jax.config.ModelConfig``)."""
   blocks, width, kernel_hidden = CCNN_SIZES[size]
-  model = ml_collections.ConfigDict(
-    dict(
-      num_blocks=blocks,
-      width=width,
-      hidden_width=width,
-      kernel_grid=kernel_grid,
-      causal=causal,
-      kernel_net="magnet",
-      kernel_net_hidden=kernel_hidden,
-      kernel_net_layers=3,
-      omega_0=omega_0,
-      dropout=dropout,
-      input_dropout=0.0,
-      threshold=0.1,
-      kernel_sigma_init=0.075,
-      learn_kernel=True,
-      learn_width=False,
-      learn_resolution=False,
-      learn_depth=False,
-      width_mask="sigmoid_cutoff",
-      width_temperature=20.0,
-      width_init_cutoff=1.1,
-      width_gate_delta=1.0,
-      width_gate_init=3.0,
-      resolution_mask="sigmoid",
-      resolution_temperature=20.0,
-      resolution_init_cutoff=1.1,
-      resolution_min=0.0,
-      depth_temperature=20.0,
-      depth_init_cutoff=1.1,
-      kernel_bucket=2,
-      width_bucket=8,
-      resolution_bucket=2,
-      conv_route="auto",
-      remat=True,
-      compute_dtype="float32",
-    )
+  # Every other field at ModelConfig's default, written there once. The data's fields come from
+  # the task; the few fields no experiment sets stay out of the config files (a run's config.json
+  # is compared on resume, so adding them would refuse to resume older runs).
+  defaults = {
+    f.name: f.default
+    for f in dataclasses.fields(ModelConfig)
+    if f.name not in _NOT_IN_MODEL_BLOCK and f.default is not dataclasses.MISSING
+  }
+  model = ml_collections.ConfigDict(defaults)
+  model.update(
+    num_blocks=blocks,
+    width=width,
+    hidden_width=width,
+    kernel_grid=kernel_grid,
+    causal=causal,
+    kernel_net_hidden=kernel_hidden,
+    omega_0=omega_0,
+    dropout=dropout,
   )
   model.update(overrides)
   return model
@@ -346,6 +330,12 @@ def optim_block(
   )
 
 
+# The run loop's fields (``dnarch_jax.loop``) every method shares, with their defaults.
+LOOP_DEFAULTS = dict(
+  seed=0, log_every=50, eval_every=1000, checkpoint_every=1000, keep_last=3, progress=True
+)
+
+
 def add_loop_fields(config: ml_collections.ConfigDict, **values) -> ml_collections.ConfigDict:
   """The training loop's and the budget's fields, with defaults for those not set yet.
 
@@ -359,17 +349,7 @@ def add_loop_fields(config: ml_collections.ConfigDict, **values) -> ml_collectio
   ``fraction``), ``fraction`` (of the maximal network's cost; 0 and ``value`` 0: no budget),
   ``weight`` (lambda in ``lambda * max(0, cost/budget - 1)^2``).
   """
-  defaults = dict(
-    seed=0,
-    total_steps=0,
-    log_every=50,
-    eval_every=1000,
-    checkpoint_every=1000,
-    arch_refresh_every=50,
-    keep_last=3,
-    progress=True,
-    arch_init="",
-  )
+  defaults = dict(LOOP_DEFAULTS, total_steps=0, arch_refresh_every=50, arch_init="")
   defaults.update({k: v for k, v in values.items() if k != "budget"})
   for key, value in defaults.items():
     if key not in config:

@@ -118,6 +118,7 @@ from __future__ import annotations
 import functools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -143,19 +144,32 @@ _BARRIER = {"fft": False, "shift": True}
 # --------------------------------------------------------------------------------------------
 
 
-def _validate(x_shape, k_shape, causal: bool) -> None:
+def _validate(x, kernel, causal: bool) -> None:
+  """Static checks of depthwise_conv's inputs (trace time). chex assertions raising ValueError,
+  which callers have always caught here, each message naming the argument."""
+  x_shape, k_shape = tuple(x.shape), tuple(kernel.shape)
+  chex.assert_rank(
+    x,
+    {3, 4},
+    custom_message=f"depthwise_conv: x must be [B, *spatial, C] with 1 or 2 spatial dims, got "
+    f"{x_shape}",
+    exception_type=ValueError,
+  )
   d = len(x_shape) - 2
-  if d not in (1, 2):
-    raise ValueError(
-      f"depthwise_conv: x must be [B, *spatial, C] with 1 or 2 spatial dims, got {x_shape}"
-    )
-  if len(k_shape) != d + 1:
-    raise ValueError(
-      f"depthwise_conv: kernel rank {len(k_shape)} does not match x with {d} spatial "
-      f"dim(s): expected kernel [*taps, C] with {d} tap dim(s), got {k_shape}"
-    )
-  if k_shape[-1] != x_shape[-1]:
-    raise ValueError(f"depthwise_conv: kernel has {k_shape[-1]} channels, x has {x_shape[-1]}")
+  chex.assert_rank(
+    kernel,
+    d + 1,
+    custom_message=f"depthwise_conv: kernel rank {len(k_shape)} does not match x with {d} "
+    f"spatial dim(s): expected kernel [*taps, C] with {d} tap dim(s), got {k_shape}",
+    exception_type=ValueError,
+  )
+  chex.assert_axis_dimension(
+    kernel,
+    -1,
+    x_shape[-1],
+    custom_message=f"depthwise_conv: kernel has {k_shape[-1]} channels, x has {x_shape[-1]}",
+    exception_type=ValueError,
+  )
   if causal and d != 1:
     raise ValueError("depthwise_conv: causal convolution is only defined for 1 spatial dim")
   if not causal and any(t % 2 == 0 for t in k_shape[:-1]):
@@ -499,11 +513,16 @@ def depthwise_conv(x, kernel, *, causal: bool, route: str = "auto") -> jax.Array
   Computes in the inputs' common dtype, except that a low-precision x (bfloat16, float16) keeps
   its dtype with a float32 kernel: y and dx in x's dtype, dk float32 (float32 sums).
   """
-  _validate(x.shape, kernel.shape, causal)
+  _validate(x, kernel, causal)
   spatial = tuple(x.shape[1:-1])
   r = resolve_route(spatial, tuple(kernel.shape[:-1]), x.shape[-1], x.shape[0], causal, route)
-  if not all(jnp.issubdtype(a.dtype, jnp.floating) for a in (x, kernel)):
-    raise ValueError(f"depthwise_conv: needs floating inputs, got {x.dtype} and {kernel.dtype}")
+  chex.assert_type(
+    [x, kernel],
+    float,
+    custom_message=f"depthwise_conv: needs floating inputs, got {x.dtype} and {kernel.dtype} "
+    "(x, kernel)",
+    exception_type=ValueError,
+  )
   low = jnp.finfo(x.dtype).bits < 32
   dtype = x.dtype if low else jnp.result_type(x, kernel)
   x = x.astype(dtype)

@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,8 +148,37 @@ def resample_flops(size_in: Sequence[Scalar], size_out: Sequence[Scalar], channe
   return flops
 
 
+def _check_sizes(fn: str, s: NetworkSizes) -> None:
+  """Static checks of a ``NetworkSizes`` (shapes only, so they cost nothing under jit): every
+  conv and resample sized on the input's axes, every size one scalar (soft sizes are JAX
+  scalars; a batch of them is vmap's job)."""
+  d = len(s.input_size)
+  per_axis = [("s.stem.resolution", s.stem.resolution), ("s.stem.taps", s.stem.taps)]
+  scalars = [("s.stream", s.stream), ("s.stem.channels", s.stem.channels)]
+  for l, b in enumerate(s.blocks):
+    per_axis += [(f"s.blocks[{l}].conv.resolution", b.conv.resolution)]
+    per_axis += [(f"s.blocks[{l}].conv.taps", b.conv.taps)]
+    if b.resample_from is not None:
+      per_axis += [(f"s.blocks[{l}].resample_from", b.resample_from)]
+    scalars += [(f"s.blocks[{l}].conv.channels", b.conv.channels)]
+    scalars += [(f"s.blocks[{l}].hidden", b.hidden), (f"s.blocks[{l}].gate", b.gate)]
+  for name, sizes in per_axis:
+    chex.assert_equal(
+      len(sizes), d, custom_message=f"{fn}: {name} must give one size per axis of s.input_size"
+    )
+    scalars += [(f"{name}[{axis}]", v) for axis, v in enumerate(sizes)]
+  for name, value in scalars:
+    chex.assert_rank(value, 0, custom_message=f"{fn}: {name} must be a scalar")
+
+
 def layer_flops(s: NetworkSizes) -> dict[str, Any]:
   """FLOPs per example of each part of the network: ``stem``, ``block_l``, ``head``."""
+  _check_sizes("layer_flops", s)
+  return _layer_flops(s)
+
+
+def _layer_flops(s: NetworkSizes) -> dict[str, Any]:
+  """``layer_flops`` on sizes already checked."""
   c = s.stream
   mask = 1 if s.learn_width else 0
   n_in = _prod(s.input_size)
@@ -196,7 +226,8 @@ def _select_resolution(b: BlockSizes, previous):
 
 def flops(s: NetworkSizes):
   """Total forward FLOPs per example."""
-  return sum(layer_flops(s).values())
+  _check_sizes("flops", s)
+  return sum(_layer_flops(s).values())
 
 
 def params(s: NetworkSizes):
@@ -205,6 +236,7 @@ def params(s: NetworkSizes):
   Kernel nets stay in the deployed network's parameter count only in their sampled form, so
   this counts what a fixed-shape export stores: sampled depthwise kernels, biases, mixers, BN.
   """
+  _check_sizes("params", s)
   c = s.stream
   total = _prod(s.stem.taps) * s.in_channels  # stem kernel (no bias: BatchNorm follows)
   total = total + s.in_channels * c + 2 * c  # stem mixer (no bias), stem BN
@@ -217,7 +249,13 @@ def params(s: NetworkSizes):
 
 
 def budget_penalty(cost, budget: float, weight: float):
-  """The complexity term ``lambda * max(0, cost / budget - 1)^2`` (METHOD.md §6)."""
+  """The complexity term ``lambda * max(0, cost / budget - 1)^2`` (METHOD.md §6).
+
+  A budget of 0 means no budget: leave the term out (it would divide by zero)."""
+  for name, value in (("cost", cost), ("budget", budget), ("weight", weight)):
+    chex.assert_rank(value, 0, custom_message=f"budget_penalty: {name} must be a scalar")
+  if not isinstance(budget, jax.Array):  # a static number (checked at trace time, once)
+    chex.assert_scalar_positive(float(budget), custom_message="budget_penalty: budget must be > 0")
   return weight * jnp.square(jnp.maximum(0.0, cost / budget - 1.0))
 
 

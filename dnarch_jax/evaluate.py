@@ -1,6 +1,6 @@
 """A trained DNArch run's metrics on a split, at its own input size or at any other.
 
-``evaluate_run(workdir)`` restores a checkpoint with :func:`dnarch_jax.export.restore_run` (no
+``evaluate_run(workdir)`` restores a checkpoint with :func:`dnarch_jax.restore.restore_run` (no
 optimiser steps, no training data opened) and runs the model's eval step over one split. With
 ``input_size``, the split's inputs are resized to it (``jax.image.resize``, linear with
 antialiasing when shrinking: what a user's other-resolution images look like) and the network
@@ -47,7 +47,7 @@ def evaluate_run(
   (its labels are per position of the data's size) or a size of the wrong rank.
   """
   from dnarch_jax.data import pipeline_from_config
-  from dnarch_jax.export import restore_run
+  from dnarch_jax.restore import restore_run
 
   run = restore_run(workdir, which)
   cfg, arch = run.cfg, run.arch

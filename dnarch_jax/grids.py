@@ -8,14 +8,29 @@ around 0 (odd tap counts); causal kernels end at +1, the tap that weighs the cur
 All functions are host-side integer/float64 arithmetic: the results are static shapes. The crop
 arithmetic (``crop_taps``, ``bucket_taps``, ``max_taps``) also takes traced JAX scalars, so the
 loss's cost model counts the taps of the crop the current mask parameters give with the very
-formula the host uses (``dnarch_jax.arch.soft_sizes``).
+formula the host uses (``dnarch_jax.arch.soft_sizes``). Their inputs are checked with chex
+assertions naming the argument (shapes and the static integers only: nothing per step).
 """
 
 from __future__ import annotations
 
+import chex
 import numpy as np
 
 from dnarch_jax.masks import array_module
+
+
+def _check_scalar(fn: str, name: str, value) -> None:
+  """One size per call (``int`` on the host path needs it; vmap batches them)."""
+  chex.assert_rank(value, 0, custom_message=f"{fn}: {name} must be a scalar (one axis)")
+
+
+def _check_count(fn: str, name: str, value, minimum: int) -> None:
+  """A static integer at least ``minimum`` (grid sizes and buckets divide: 0 gives inf/nan)."""
+  chex.assert_type(value, int, custom_message=f"{fn}: {name} must be an integer")
+  chex.assert_scalar_in(
+    int(value), minimum, float("inf"), custom_message=f"{fn}: {name} must be >= {minimum}"
+  )
 
 
 def grid_step(n: int, input_size: int, resolution: int) -> float:
@@ -41,6 +56,10 @@ def crop_taps(radius: float, n: int, input_size: int, resolution: int, causal: b
   extent at most (harmless: the extra tap is thresholded to zero). Worked checks: n = 33,
   sigma = 0.075 gives 5 taps; causal n = 784 gives 65.
   """
+  _check_scalar("crop_taps", "radius", radius)
+  _check_scalar("crop_taps", "resolution", resolution)
+  _check_count("crop_taps", "n", n, 2)
+  _check_count("crop_taps", "input_size", input_size, 1)
   xp = array_module(radius, resolution)
   ratio = radius / grid_step(n, input_size, resolution)
   taps = 1 + xp.ceil(ratio - 1e-9) if causal else 2 * xp.floor(ratio + 1e-9) + 1
@@ -58,6 +77,9 @@ def relaxed_taps(radius, n: int, input_size: int, resolution, causal: bool):
 
 def bucket_taps(taps, bucket: int, limit):
   """Round ``taps`` up to ``1 + k * bucket`` (odd when ``bucket`` is even), at most ``limit``."""
+  _check_scalar("bucket_taps", "taps", taps)
+  _check_scalar("bucket_taps", "limit", limit)
+  _check_count("bucket_taps", "bucket", bucket, 1)
   xp = array_module(taps, limit)
   out = xp.minimum(limit, 1 + bucket * xp.ceil((taps - 1) / bucket))
   return int(out) if xp is np else out
@@ -80,5 +102,9 @@ def tap_positions(n: int, input_size: int, resolution: int, taps: int, causal: b
 
 def position_grid(positions_per_axis: list[np.ndarray]) -> np.ndarray:
   """Meshgrid (``indexing="ij"``) of per-axis positions, channels last: ``[K_1, ..., K_D, D]``."""
+  for d, p in enumerate(positions_per_axis):
+    chex.assert_rank(
+      p, 1, custom_message=f"position_grid: positions_per_axis[{d}] must be one axis' positions"
+    )
   mesh = np.meshgrid(*positions_per_axis, indexing="ij")
   return np.stack(mesh, axis=-1).astype(np.float32)

@@ -6,21 +6,44 @@ constructor argument computed from the initial architecture: nothing is learned 
 
 A kernel net may be asked for some of the output channels it owns (``out_channels``, a
 ``dnarch_jax.channels`` selection): the output layer computes only those, so a network with a
-cropped width evaluates only the kept channels.
+cropped width evaluates only the kept channels. Both check their inputs with chex assertions
+naming the argument (shapes and the static selection: nothing per step).
 """
 
 from __future__ import annotations
 
 import math
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dnarch_jax.channels import Channels, select
+from dnarch_jax.channels import Channels, count, select
 
 # kaiming-uniform with linear gain: U(+-sqrt(3 / fan_in)).
 _kaiming_uniform = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+
+
+def _check_inputs(net: str, p_KxD, out_channels: Channels, features: int) -> None:
+  """Positions with their coordinates last, and a selection of channels the net owns: a prefix
+  longer than ``features`` would otherwise be cut to ``features`` channels without a word."""
+  chex.assert_shape(
+    p_KxD, (..., None), custom_message=f"{net}: p_KxD must be [*K, D] (coordinates last)"
+  )
+  last = out_channels - 1 if isinstance(out_channels, int) else max(out_channels, default=-1)
+  chex.assert_scalar_in(
+    int(count(out_channels)),
+    1,
+    features,
+    custom_message=f"{net}: out_channels must select 1 to features={features} channels",
+  )
+  chex.assert_scalar_in(
+    int(last),
+    0,
+    features - 1,
+    custom_message=f"{net}: out_channels must index channels below features={features}",
+  )
 
 
 def _scaled(init, scale: float):
@@ -135,6 +158,7 @@ class MAGNet(nn.Module):
   @nn.compact
   def __call__(self, p_KxD, out_channels: Channels | None = None):
     out_channels = self.features if out_channels is None else out_channels
+    _check_inputs("MAGNet", p_KxD, out_channels, self.features)
     spread = 1.667 * self.init_mask_sigma
 
     def gabor(j):
@@ -165,6 +189,7 @@ class SIREN(nn.Module):
   @nn.compact
   def __call__(self, p_KxD, out_channels: Channels | None = None):
     out_channels = self.features if out_channels is None else out_channels
+    _check_inputs("SIREN", p_KxD, out_channels, self.features)
     h = p_KxD
     for j in range(self.num_layers):
       fan_in = h.shape[-1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -22,8 +23,9 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from dnarch_jax import conv, grids, masks
-from dnarch_jax.channels import Channels, index, select
+from dnarch_jax.channels import Channels, count, index, select
 from dnarch_jax.kernelnets import make_kernel_net
+from dnarch_jax.mask_kinds import KERNEL
 from dnarch_jax.precision import accumulation_dtype, add_in_float32, upcast
 
 
@@ -210,6 +212,40 @@ class MaskedContinuousConv(nn.Module):
       per_axis.append(grids.tap_positions(n, big_n, m, k, self.causal))
     return grids.position_grid(per_axis)
 
+  def _check_inputs(self, x_BxSxC, taps, in_channels) -> None:
+    d = len(self.input_size)
+    chex.assert_equal(
+      len(self.kernel_grid),
+      d,
+      custom_message="MaskedContinuousConv: kernel_grid must give one size per axis of input_size",
+    )
+    chex.assert_rank(
+      x_BxSxC,
+      d + 2,
+      custom_message=f"MaskedContinuousConv: x_BxSxC must be [B, *spatial, C] with {d} spatial "
+      f"dim(s), as input_size {tuple(self.input_size)}",
+    )
+    if taps is not None:
+      chex.assert_equal(
+        len(taps), d, custom_message="MaskedContinuousConv: taps must give one count per axis"
+      )
+    if in_channels is None:
+      chex.assert_axis_dimension_lteq(
+        x_BxSxC,
+        -1,
+        self.channels,
+        custom_message=f"MaskedContinuousConv: x_BxSxC has more channels than the layer's "
+        f"channels={self.channels}",
+      )
+    else:
+      chex.assert_axis_dimension(
+        x_BxSxC,
+        -1,
+        count(in_channels),
+        custom_message="MaskedContinuousConv: x_BxSxC must have one channel per in_channels "
+        "selected",
+      )
+
   def mask(self, p_KxD):
     """Thresholded gaussian mask at positions ``p_KxD`` (``[*K]``), or ones without a mask."""
     if not self.learn_size:
@@ -217,7 +253,7 @@ class MaskedContinuousConv(nn.Module):
     dims = p_KxD.shape[-1]
     sigma = self.param("arch_sigma", nn.initializers.constant(self.sigma_init), (dims,))
     mu = np.full((dims,), 1.0 if self.causal else 0.0, np.float32)
-    return masks.thresholded(masks.gaussian(jnp.asarray(p_KxD), mu, sigma), self.threshold)
+    return KERNEL.values(p_KxD, mu, sigma, self.threshold)
 
   @nn.compact
   def __call__(
@@ -229,7 +265,11 @@ class MaskedContinuousConv(nn.Module):
     kernel_scale: float = 1.0,
   ):
     """``kernel_scale`` multiplies the sampled kernel: the ratio of the trained grid's tap spacing
-    to this one's, for a network evaluated at another input size (``arch.arch_at_input_size``)."""
+    to this one's, for a network evaluated at another input size (``arch.arch_at_input_size``).
+
+    ``x_BxSxC`` may be at any resolution (the grid follows it), but with ``input_size``'s number
+    of spatial axes; the checks below are on static shapes only (trace time)."""
+    self._check_inputs(x_BxSxC, taps, in_channels)
     resolution = x_BxSxC.shape[1:-1]
     p_KxD = self.tap_positions(resolution, taps)
     kernel_net = make_kernel_net(

@@ -25,22 +25,19 @@ from __future__ import annotations
 
 import math
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import masks, spectral
+from dnarch_jax import mask_kinds, spectral
 from dnarch_jax.arch import (
   Arch,
   BlockArch,
-  index_coordinates,
   initial_arch,
-  initial_width_param,
-  ramp_width,
-  width_param,
 )
-from dnarch_jax.channels import Channels, select
+from dnarch_jax.channels import Channels
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.layers import MaskedContinuousConv, SlicedBatchNorm, SlicedDense, channel_dropout
 from dnarch_jax.precision import multiply_in_float32
@@ -48,57 +45,22 @@ from dnarch_jax.precision import multiply_in_float32
 _kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
-def index_mask(cutoff, count: int, used: int, temperature: float, threshold: float):
-  """Thresholded sigmoid-cutoff mask over the first ``used`` of ``count`` channels or blocks.
-
-  The first element is never thresholded, so a network keeps at least one channel and one block
-  and the cutoff always receives a gradient.
-  """
-  u = jnp.asarray(index_coordinates(count)[:used], jnp.float32)
-  m = masks.sigmoid_cutoff(u, cutoff, temperature)
-  return masks.thresholded(m, threshold).at[0].set(m[0])
-
-
-def gate_mask(s, delta: float, threshold: float):
-  """Thresholded scaled sigmoid gates ``sigmoid(delta s)``; the largest gate is never thresholded
-  (the channel a layer keeps when none reaches the threshold, ``masks.scaled_sigmoid_gate_kept``).
-  """
-  g = masks.scaled_sigmoid_gate(s, delta)
-  largest = jnp.arange(g.shape[0]) == jnp.argmax(g)
-  return jnp.where(largest, g, masks.thresholded(g, threshold))
-
-
-def width_mask_values(param, count: int, channels: Channels, cfg: ModelConfig):
-  """The thresholded width mask of ``count`` channels on the ``channels`` computed. Gates are
-  thresholded over all ``count`` channels, then selected, so the cropped network sees the values
-  the full one does."""
-  if cfg.width_mask == "scaled_sigmoid_gate":
-    return select(gate_mask(param, cfg.width_gate_delta, cfg.threshold), channels)
-  return index_mask(param, count, channels, cfg.width_temperature, cfg.threshold)
-
-
 def width_mask(module: nn.Module, kind: str, count: int, channels: Channels, cfg: ModelConfig):
-  """:func:`width_mask_values` of the ``"stream"`` or ``"hidden"`` mask, declaring its parameter
-  (a cutoff, or one gate logit per channel) in ``module``."""
-  shape = (count,) if cfg.width_mask == "scaled_sigmoid_gate" else ()
-  init = nn.initializers.constant(initial_width_param(cfg, count))
-  param = module.param(width_param(cfg, kind), init, shape)
-  return width_mask_values(param, count, channels, cfg)
+  """The ``"stream"`` or ``"hidden"`` width mask on the ``channels`` computed, declaring its
+  parameter (its kind's: a cutoff, or one gate logit per channel) in ``module``."""
+  widths = mask_kinds.width_mask(cfg)
+  init = nn.initializers.constant(widths.initial_param(cfg, count))
+  param = module.param(widths.param_name(kind), init, widths.param_shape(count))
+  return widths.values(param, count, channels, cfg)
 
 
 def frequency_mask_fns(cutoff_D, cfg: ModelConfig):
   """Per-axis callables mapping absolute frequencies to the block's resolution mask."""
+  kind = mask_kinds.resolution_mask(cfg)
 
   def make(axis):
     nyquist = cfg.input_size[axis] / 2
-
-    def fn(freq):
-      u = freq / nyquist
-      if cfg.resolution_mask == "ramp":
-        return masks.ramp(u, cutoff_D[axis], ramp_width(cfg, axis))
-      return masks.sigmoid_cutoff(u, cutoff_D[axis], cfg.resolution_temperature)
-
-    return fn
+    return lambda freq: kind.values(freq / nyquist, cutoff_D[axis], cfg, axis)
 
   return [make(axis) for axis in range(cfg.ndim)]
 
@@ -242,19 +204,27 @@ class DNArchCCNN(nn.Module):
     cfg = self.cfg
     init_arch = initial_arch(cfg)
     arch = init_arch if arch is None else arch
-    # arch.input_size is cfg.input_size except for a network evaluated at another input size
-    # (dnarch_jax.arch.arch_at_input_size).
-    if tuple(x_BxSxC.shape[1:]) != (*arch.input_size, cfg.in_channels):
-      raise ValueError(
-        f"input of shape {x_BxSxC.shape} does not match the model's "
-        f"[batch, *{arch.input_size}, {cfg.in_channels}]"
-      )
+    # Static checks (trace time), naming the argument. arch.input_size is cfg.input_size except
+    # for a network evaluated at another input size (dnarch_jax.arch.arch_at_input_size).
+    chex.assert_equal(
+      len(arch.blocks),
+      cfg.num_blocks,
+      custom_message=f"DNArchCCNN: arch must have cfg.num_blocks={cfg.num_blocks} blocks (an Arch "
+      "computed for this config)",
+    )
+    chex.assert_shape(
+      x_BxSxC,
+      (None, *arch.input_size, cfg.in_channels),
+      custom_message=f"DNArchCCNN: input x_BxSxC of shape {x_BxSxC.shape} does not match the "
+      f"model's [batch, *{arch.input_size}, {cfg.in_channels}]",
+      exception_type=ValueError,
+    )
     stream = arch.stream
     stream_mask = width_mask(self, "stream", cfg.width, stream, cfg) if cfg.learn_width else None
     gates = [None] * cfg.num_blocks
     if cfg.learn_depth:
-      cutoff = self.param("arch_depth_cutoff", nn.initializers.constant(cfg.depth_init_cutoff), ())
-      g = index_mask(cutoff, cfg.num_blocks, cfg.num_blocks, cfg.depth_temperature, cfg.threshold)
+      init = nn.initializers.constant(cfg.depth_init_cutoff)
+      g = mask_kinds.DEPTH.values(self.param(mask_kinds.DEPTH.param, init, ()), cfg)
       gates = [g[l] for l in range(cfg.num_blocks)]
 
     x = x_BxSxC

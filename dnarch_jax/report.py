@@ -20,7 +20,7 @@ import math
 import os
 import pathlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -113,8 +113,11 @@ class MetricsWriter:
   Flushing every line means a crash loses at most the line being written, and a report drawn
   while the run is going sees everything logged so far. Reopening an existing file appends (a
   resumed run continues the same file); :func:`truncate_after` drops what a resumed run will
-  replay, before or after the writer is opened.
+  replay, before or after the writer is opened. ``mirror``, when set, is called with every
+  record written (the run loop mirrors its records to TensorBoard, ``dnarch_jax.events``).
   """
+
+  mirror: Callable[[Mapping[str, Any]], None] | None = None
 
   def __init__(self, path: str | os.PathLike):
     self.path = pathlib.Path(path)
@@ -129,6 +132,8 @@ class MetricsWriter:
       raise ValueError(f"write to closed MetricsWriter({self.path})")
     self._file.write(_dumps(record) + "\n")
     self._file.flush()
+    if self.mirror is not None:
+      self.mirror(record)
 
   def close(self) -> None:
     if self._file is not None:
@@ -737,7 +742,36 @@ def _draw_final(ax, h: _ArchHistory) -> None:
   ax.text(0.0, 1.0, text, family="monospace", fontsize=8.5, va="top", transform=ax.transAxes)
 
 
-def _architecture_figure(history: _ArchHistory | None) -> Figure:
+def _stage_at(metrics: list[dict], step: float) -> str | None:
+  """The stage a DNAL ``train`` record names at or after ``step`` (the stage that ran it)."""
+  stages = [(r["step"], r["stage"]) for r in metrics if r.get("kind") == "train" and "stage" in r]
+  later = [stage for at, stage in sorted(stages) if at >= step]
+  return later[0] if later else (stages[-1][1] if stages else None)
+
+
+def _dnal_widths_figure(archs: list[dict], metrics: list[dict]) -> Figure:
+  """DNAL: kept channels of every gated layer, one line per architecture the run logged (the
+  unpruned network at step 0, the pruned one when the architecture stage ends)."""
+  records = [r for r in _last_per_step(archs) if "widths" in r]
+  fig = Figure(figsize=(10, 3.6), layout="constrained")
+  ax = fig.subplots()
+  for record in records:
+    stage = _stage_at(metrics, record["step"] + 1)
+    label = f"step {int(record['step'])}" + (f", {stage} stage on" if stage else "")
+    if "macs" in record:
+      label += f": {record['macs'] / 1e6:.2f} MMACs, {record['params'] / 1e6:.3f} M params"
+    ax.step(range(len(record["widths"])), record["widths"], where="mid", marker=".", label=label)
+  ax.set_xlabel("gated layer")
+  ax.set_ylabel("kept channels")
+  ax.legend(loc="best", fontsize="small")
+  ax.grid(alpha=0.3)
+  fig.suptitle("DNAL widths per stage")
+  return fig
+
+
+def _architecture_figure(history: _ArchHistory | None, archs=(), metrics=()) -> Figure:
+  if history is None and any("widths" in r for r in archs):
+    return _dnal_widths_figure(list(archs), list(metrics))
   if history is None:
     return _empty_figure("Architecture over training", "architecture (arch.jsonl)")
   panels = _heat_panels(history)
@@ -939,7 +973,7 @@ def write_report(
   figures = {
     "learning_curves.png": lambda: _learning_curves_figure(metrics),
     "cost.png": lambda: _cost_figure(metrics, history, budget, budget_metric),
-    "architecture.png": lambda: _architecture_figure(history),
+    "architecture.png": lambda: _architecture_figure(history, archs, metrics),
     "arch_params.png": lambda: _arch_params_figure(metrics, archs),
   }
   return [_save(make(), out / name) for name, make in figures.items()]

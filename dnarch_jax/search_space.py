@@ -28,49 +28,28 @@ job if its parameter can travel (METHOD.md §3), so both are fixed here, per dim
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import grids
+from dnarch_jax import mask_kinds
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.optim import is_arch_param
 
 DIMENSIONS = ("kernel", "width", "resolution", "depth")
 
 
-def _sigmoid_shoulder(temperature: float, threshold: float) -> float:
-  return math.log(1.0 / threshold - 1.0) / temperature
-
-
 def bounds(name: str, cfg: ModelConfig, resolution=None) -> tuple[np.ndarray, np.ndarray]:
   """``(low, high)`` of the architecture parameter named ``name`` (per axis where it has axes);
   for a kernel's sigma, at the ``resolution`` its layer runs at (the input's by default)."""
-  t = cfg.threshold
-  if name == "arch_sigma":
-    spread = math.sqrt(-2.0 * math.log(t))  # radius = sigma * spread
-    resolution = cfg.input_size if resolution is None else resolution
-    steps = [
-      grids.grid_step(cfg.grid_size(a), cfg.input_size[a], resolution[a]) for a in range(cfg.ndim)
-    ]
-    high = np.full(cfg.ndim, (2.0 if cfg.causal else 1.0) / spread)
-    # 5% past the next tap, so its mask value clears the threshold in float32 too.
-    return np.minimum(1.05 * np.asarray(steps) / spread, high), high
-  if name.endswith("_gate"):
-    return np.asarray(-np.inf), np.asarray(np.inf)
-  if name == "arch_resolution_cutoff" and cfg.resolution_mask == "ramp":
-    ramp = np.asarray([cfg.resolution_ramp / (n / 2) for n in cfg.input_size])
-    return cfg.resolution_min - ramp * (1.0 - t), np.ones(cfg.ndim)
-  temperature = {
-    "arch_resolution_cutoff": cfg.resolution_temperature,
-    "arch_depth_cutoff": cfg.depth_temperature,
-  }.get(name, cfg.width_temperature)
-  a = _sigmoid_shoulder(temperature, t)
+  if name == mask_kinds.KERNEL.param:
+    return mask_kinds.KERNEL.bounds(cfg, resolution)
+  if name == mask_kinds.DEPTH.param:
+    return mask_kinds.DEPTH.bounds(cfg)
   if name == "arch_resolution_cutoff":
-    return np.full(cfg.ndim, cfg.resolution_min - a), np.full(cfg.ndim, 1.0 + a)
-  return np.asarray(-a), np.asarray(1.0 + a)
+    kind = mask_kinds.resolution_mask(cfg)
+    return kind.low(cfg), kind.high(cfg)
+  return mask_kinds.width_mask(cfg).bounds(cfg)  # arch_stream_* and arch_hidden_*
 
 
 _EXAMPLE_PARAM = {
@@ -84,8 +63,8 @@ _EXAMPLE_PARAM = {
 def dimension_range(dimension: str, cfg: ModelConfig) -> float:
   """The width of a dimension's box (the largest over axes): the scale of its Adam steps. DNAL's
   unbounded gate logits keep the plain rate (1)."""
-  if dimension == "width" and cfg.width_mask == "scaled_sigmoid_gate":
-    return 1.0
+  if dimension == "width":
+    return mask_kinds.width_mask(cfg).box_width(cfg)
   low, high = bounds(_EXAMPLE_PARAM[dimension], cfg)
   return float(np.max(high - low))
 

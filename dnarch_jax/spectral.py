@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -82,12 +83,31 @@ def spectral_resample(
 
   Returns ``[B, *out_size, C]``. Amplitudes are preserved (a constant stays the same constant).
   """
+  # Static checks (trace time), each naming the argument: an integer x would be truncated on the
+  # way back to its dtype, and a mask list of the wrong length silently ignored past an axis.
+  chex.assert_rank(
+    x_BxSxC,
+    {3, 4},
+    custom_message="spectral_resample: x_BxSxC must be [B, *spatial, C] with 1 or 2 spatial axes",
+  )
+  chex.assert_type(
+    x_BxSxC, float, custom_message="spectral_resample: x_BxSxC must be floating (or bfloat16)"
+  )
   spatial = x_BxSxC.shape[1:-1]
   out_size = tuple(int(s) for s in out_size)
   if len(out_size) != len(spatial):
-    raise ValueError(f"out_size {out_size} does not match the spatial shape {spatial}")
+    raise ValueError(
+      f"spectral_resample: out_size {out_size} does not match the spatial shape {spatial}"
+    )
   if any(s < 1 for s in out_size):
-    raise ValueError(f"out_size {out_size} must be positive")
+    raise ValueError(f"spectral_resample: out_size {out_size} must be positive")
+  if mask_per_axis is not None:
+    chex.assert_equal(
+      len(mask_per_axis),
+      len(spatial),
+      custom_message=f"spectral_resample: mask_per_axis must hold one callable per spatial axis "
+      f"({len(spatial)})",
+    )
   axes = tuple(range(1, 1 + len(spatial)))
   # FFTs run in float32 at least (there is no bfloat16 transform); the output keeps x's dtype.
   X = jnp.fft.rfftn(upcast(x_BxSxC), axes=axes)
@@ -95,7 +115,14 @@ def spectral_resample(
     X = _resize_axis(X, axis, n_in, n_out, onesided=(i == len(axes) - 1))
   if mask_per_axis is not None:
     for i, (axis, n_out, mask_fn) in enumerate(zip(axes, out_size, mask_per_axis, strict=True)):
-      m = mask_fn(frequencies(n_out, onesided=(i == len(axes) - 1)))
+      freq = frequencies(n_out, onesided=(i == len(axes) - 1))
+      m = mask_fn(freq)
+      chex.assert_shape(  # one value per frequency (or one for all)
+        m,
+        ({1, freq.shape[0]},),
+        custom_message=f"spectral_resample: mask_per_axis[{i}] must map the {freq.shape[0]} "
+        "frequencies of its axis to as many mask values",
+      )
       shape = [1] * X.ndim
       shape[axis] = m.shape[0]
       X = X * m.reshape(shape).astype(X.real.dtype)

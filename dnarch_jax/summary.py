@@ -114,3 +114,41 @@ def format_table(summary: dict[str, Any]) -> str:
     line += f", {summary['flops_xla'] / 1e6:.2f} M (XLA), ratio {ratio:.3f}"
   rows.append(line + f", batch {summary['batch_size']}")
   return "\n".join(rows)
+
+
+def describe_config(config, with_xla: bool = True) -> tuple[dict[str, Any], str]:
+  """``dnarch summary --config``: the initial architecture's summary and its table."""
+  from dnarch_jax.arch import initial_arch
+  from dnarch_jax.experiment import run_model_config
+  from dnarch_jax.model import init_variables
+
+  cfg = run_model_config(config)
+  batch_size = int(config.data.batch_size)
+  arch = initial_arch(cfg, batch_size)
+  variables = init_variables(cfg, jax.random.key(int(config.get("seed", 0))))
+  summary = summarize(cfg, variables, arch, batch_size, with_xla=with_xla)
+  title = (
+    f"{cfg.ndim}D input {cfg.input_size}x{cfg.in_channels}, {cfg.num_classes} classes, "
+    f"{cfg.head} head"
+  )
+  return summary, title + "\n" + format_table(summary)
+
+
+def describe_run(workdir, which: str = "best", with_xla: bool = True) -> tuple[dict[str, Any], str]:
+  """``dnarch summary --workdir``: the architecture a run's checkpoint holds, with its cost
+  beside the run's budget."""
+  from dnarch_jax import budget as budget_lib
+  from dnarch_jax.restore import restore_run
+
+  run = restore_run(workdir, which)
+  summary = summarize(run.cfg, run.variables, run.arch, run.batch_size, with_xla=with_xla)
+  budget_cfg = run.config.budget
+  budget = budget_lib.resolve_budget(budget_cfg, run.variables["params"], run.cfg, run.batch_size)
+  summary.update(step=run.step, checkpoint=run.checkpoint, budget_metric=budget_cfg.metric)
+  summary["budget"] = budget or None
+  lines = [f"{workdir}: {run.checkpoint} checkpoint, step {run.step}", format_table(summary)]
+  if budget:
+    cost = summary["flops_model" if budget_cfg.metric == "flops" else "params"]
+    lines.append(f"budget: {budget:,.0f} {budget_cfg.metric} per example; this architecture uses "
+                 f"{cost / budget:.1%} of it")  # fmt: skip
+  return summary, "\n".join(lines)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
   from dnarch_jax.evaluate import evaluate_run
   from dnarch_jax.experiment import run_model_config
-  from dnarch_jax.train import load_run_config
+  from dnarch_jax.loop import load_run_config
 
   cfg = run_model_config(load_run_config(args.workdir))
   command = shlex.join(["python", "experiments/any_resolution.py", *sys.argv[1:]])

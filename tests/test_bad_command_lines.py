@@ -14,7 +14,7 @@ import pytest
 
 import dnarch_jax.dnal.train
 import dnarch_jax.train
-from dnarch_jax import export
+from dnarch_jax import exported
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 
@@ -118,12 +118,12 @@ def tmp(tmp_path_factory):
   (tmp / "empty").mkdir()
   (tmp / "saved").mkdir()
   (tmp / "saved" / "config.json").write_text(load_config(SMOKE).to_json(indent=2))
-  spec = export.ExportSpec(
+  spec = exported.ExportSpec(
     input_size=(8, 8), in_channels=1, num_classes=3, head="classification", causal=False,
-    stream_width=4, stem=export.ConvSpec((3, 3), "shift", False), blocks=(),
+    stream_width=4, stem=exported.ConvSpec((3, 3), "shift", False), blocks=(),
     width_masks=False, depth_gates=False,
   )  # fmt: skip
-  export.save_exported(tmp / "model", spec, {"params": {}})
+  exported.save_exported(tmp / "model", spec, {"params": {}})
   np.save(tmp / "x.npy", np.zeros((2, 8, 8, 1), np.float32))
   np.save(tmp / "shape.npy", np.zeros((2, 9, 8, 1), np.float32))
   np.save(tmp / "ints.npy", np.zeros((2, 8, 8, 1), np.int64))

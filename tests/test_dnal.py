@@ -4,6 +4,7 @@ against the paper's sizes and XLA, staged training resumed across stops, the CLI
 import functools
 import json
 import math
+import struct
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from dnarch_jax import masks, report
+from dnarch_jax import events, masks, report
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 from dnarch_jax.dnal import gates
@@ -30,6 +31,8 @@ from dnarch_jax.dnal.config import net_config, run_net_config
 from dnarch_jax.dnal.models import build_model, init_variables, resnet_plan
 from dnarch_jax.dnal.summary import xla_forward_flops
 from dnarch_jax.dnal.train import DnalTrainer
+from dnarch_jax.exported import load_exported
+from dnarch_jax.restore import restore_run
 
 MNIST_SMOKE = "experiments/dnal_mnist.py:smoke"
 VGG16 = "experiments/dnal_vgg16_cifar10.py"
@@ -306,10 +309,36 @@ def test_cli_trains_evaluates_and_resumes_a_dnal_run(tmp_path, capsys):
   summary = json.loads(capsys.readouterr().out)
   assert summary["pruned"] and summary["step"] == 18 and summary["widths"] == metrics["widths"]
   assert (summary["macs"], summary["params"]) == (metrics["macs"], metrics["params"])
-  # Training again on a finished workdir does nothing more; the report was drawn.
+  # Training again on a finished workdir does nothing more; the report was drawn, with the
+  # widths per stage (not the empty panel: that one is 3 inches high).
   assert main(["train", "--workdir", workdir]) == 0
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 18
   assert (tmp_path / "run" / "report" / "learning_curves.png").stat().st_size > 0
+  png = (tmp_path / "run" / "report" / "architecture.png").read_bytes()
+  assert struct.unpack(">II", png[16:24])[1] > 3.2 * 100  # height in pixels at 100+ dpi
+  # TensorBoard saw the same run: training scalars and the pruned widths per layer.
+  scalars = events.read_scalars(tmp_path / "run")
+  assert sorted(scalars["train/loss"]) == [r["step"] for r in rows(tmp_path / "run", "train")]
+  widths = [scalars[f"arch/layer_{i}/width"] for i in range(len(metrics["widths"]))]
+  assert [w[12] for w in widths] == metrics["widths"]  # pruned when the arch stage ended
+  # The export is the pruned network eval measured: its Linen module, its portable program and
+  # DNAL's own module on the restored checkpoint give the same logits.
+  out = tmp_path / "export"
+  assert main(["export", "--workdir", workdir, "--out", str(out), "--no-xla"]) == 0
+  exported = json.loads(capsys.readouterr().out)
+  assert exported["widths"] == metrics["widths"] and exported["macs"] == metrics["macs"]
+  model, variables = load_exported(out)
+  x = np.random.default_rng(0).normal(size=(3, 28, 28, 1)).astype(np.float32)
+  run = restore_run(workdir)
+  delta = run.config.dnal.delta_end  # the pruned network's frozen gates
+  trained = build_model(run.cfg).apply(run.variables, x, run.arch, "hard", delta, train=False)
+  np.testing.assert_allclose(model.apply(variables, x), trained, atol=1e-5)
+  program = jax.export.deserialize((out / "model.jax_export").read_bytes())
+  np.testing.assert_allclose(program.call(x), trained, atol=1e-5)
+  np.save(tmp_path / "x.npy", x)
+  assert main(["predict", "--model", str(out), "--input", str(tmp_path / "x.npy")]) == 0
+  predicted = json.loads(capsys.readouterr().out)["predictions"]
+  assert predicted == np.argmax(trained, axis=-1).tolist()
 
 
 def test_baseline_trains_the_unpruned_network_alone(tmp_path):

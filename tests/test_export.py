@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax import cost, export
+from dnarch_jax import cost, export, restore
+from dnarch_jax import exported as exported_lib
 from dnarch_jax.arch import arch_at_input_size, arch_sizes, compute_arch, initial_arch
 from dnarch_jax.cli import main
 from dnarch_jax.config import WIDTH_MASKS, ModelConfig, load_config, validate
@@ -39,7 +40,7 @@ def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   config = load_config("experiments/mnist.py:smoke", RUN_2D)
   assert Trainer(config, workdir).run()["status"] == "completed"
-  run = export.restore_run(workdir)
+  run = restore.restore_run(workdir)
   x = np.asarray(next(pipeline_from_config(run.config.data, "test"))["input"])
   apply = jax.jit(lambda v, x: DNArchCCNN(run.cfg).apply(v, x, run.arch, train=False))
   return workdir, run, x, np.asarray(apply(run.variables, jnp.asarray(x)))
@@ -71,7 +72,7 @@ def test_exported_network_equals_the_trained_networks_eval_pass(trained, exporte
   assert all(np.prod(b.resolution) < np.prod(cfg.input_size) for b in kept)
   assert np.prod(arch.stem.taps) < cfg.grid_size(0) * cfg.grid_size(1)
 
-  model, variables = export.load_exported(out)
+  model, variables = exported_lib.load_exported(out)
   assert set(variables) == {"params", "batch_stats", "constants"}
   names = leaf_names(variables)
   assert "kernel_net" not in names and not any(n.startswith("arch_") for n in names)
@@ -88,7 +89,7 @@ def test_parameters_and_flops_are_the_cost_models_for_the_final_arch(trained, ex
   _, run, _, _ = trained
   out, result = exported
   sizes = arch_sizes(run.arch, run.cfg, run.batch_size)
-  _, variables = export.load_exported(out)
+  _, variables = exported_lib.load_exported(out)
   assert count_params(variables["params"]) == result["params"] == int(cost.params(sizes))
   summary = summarize(run.cfg, run.variables, run.arch, run.batch_size, with_xla=False)
   assert result["flops_model"] == summary["flops_model"]
@@ -97,7 +98,7 @@ def test_parameters_and_flops_are_the_cost_models_for_the_final_arch(trained, ex
   assert 0 < result["flops_model"] - result["flops_exported"] < 0.05 * result["flops_model"]
   assert abs(result["flops_xla"] / result["flops_exported"] - 1) < 0.05
   assert result["depth"] == run.arch.depth and result["step"] == run.step == 3
-  document = json.loads((out / export.SPEC_FILE).read_text())
+  document = json.loads((out / exported_lib.SPEC_FILE).read_text())
   assert document["arch"] == json.loads(run.arch.to_json())
   assert document["flops_model"] == result["flops_model"]
 
@@ -122,11 +123,15 @@ def test_summary_of_a_workdir_is_the_discovered_architecture_against_the_budget(
 def test_load_exported_round_trips(trained, exported, tmp_path):
   _, run, _, _ = trained
   out, _ = exported
-  model, variables = export.load_exported(out / export.SPEC_FILE)  # the file works as the folder
+  model, variables = exported_lib.load_exported(
+    out / exported_lib.SPEC_FILE
+  )  # the file works as the folder
   assert model.spec == export.export_spec(run.cfg, run.arch)
-  assert export.ExportSpec.from_dict(json.loads(json.dumps(model.spec.to_dict()))) == model.spec
-  export.save_exported(tmp_path, model.spec, variables)
-  again, again_variables = export.load_exported(tmp_path)
+  assert (
+    exported_lib.ExportSpec.from_dict(json.loads(json.dumps(model.spec.to_dict()))) == model.spec
+  )
+  exported_lib.save_exported(tmp_path, model.spec, variables)
+  again, again_variables = exported_lib.load_exported(tmp_path)
   assert again.spec == model.spec
   same = jax.tree_util.tree_map(np.array_equal, variables, again_variables)
   assert all(jax.tree_util.tree_leaves(same))
@@ -179,17 +184,17 @@ np.save(sys.argv[4], np.asarray(program.call(x[:5])))  # another batch size, the
 def test_portable_program_runs_with_jax_alone(exported, trained, tmp_path):
   _, _, x, _ = trained
   out, printed = exported
-  assert printed["program"] == str(out.resolve() / export.PROGRAM_FILE)
-  model, variables = export.load_exported(out)
+  assert printed["program"] == str(out.resolve() / exported_lib.PROGRAM_FILE)
+  model, variables = exported_lib.load_exported(out)
   want = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(x)))
   np.save(tmp_path / "x.npy", x)
-  files = [str(out / export.PROGRAM_FILE)] + [
+  files = [str(out / exported_lib.PROGRAM_FILE)] + [
     str(tmp_path / f) for f in ("x.npy", "all.npy", "five.npy")
   ]
   subprocess.run([sys.executable, "-c", PORTABLE_CALLER, *files], cwd=tmp_path, check=True)
   np.testing.assert_allclose(np.load(tmp_path / "all.npy"), want, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.load(tmp_path / "five.npy"), want[:5], rtol=1e-5, atol=1e-5)
-  document = json.loads((out / export.SPEC_FILE).read_text())
+  document = json.loads((out / exported_lib.SPEC_FILE).read_text())
   assert document["program"]["input"] == ["batch", *model.spec.input_shape]
 
 
@@ -204,7 +209,7 @@ def test_eval_export_and_predict_at_another_input_size(trained, tmp_path, capsys
   argv = ["export", "--workdir", str(workdir), "--out", str(out), "--input_size", "42,42"]
   assert main([*argv, "--no-xla"]) == 0
   capsys.readouterr()
-  model, variables = export.load_exported(out)
+  model, variables = exported_lib.load_exported(out)
   assert model.spec.input_size == (42, 42)
   x42 = np.asarray(jax.image.resize(x, (x.shape[0], 42, 42, x.shape[-1]), "linear"))
   arch42 = arch_at_input_size(run.variables["params"], run.cfg, (42, 42), x.shape[0])
@@ -314,8 +319,8 @@ def test_1d_causal_dense_network_exports_exactly(width_mask, tmp_path):
   assert kept[1].resolution > kept[0].resolution and arch.stream_width < cfg.width
 
   spec, exported_variables = export.export_variables(cfg, variables, arch)
-  export.save_exported(tmp_path, spec, exported_variables)
-  model, loaded = export.load_exported(tmp_path)
+  exported_lib.save_exported(tmp_path, spec, exported_variables)
+  model, loaded = exported_lib.load_exported(tmp_path)
   want = jax.jit(lambda v, x: DNArchCCNN(cfg).apply(v, x, arch, train=False))(variables, x)
   got = jax.jit(model.apply)(loaded, x)
   assert got.shape == want.shape == (4, *cfg.input_size, cfg.num_classes)
@@ -331,10 +336,10 @@ def test_a_bfloat16_network_exports_in_bfloat16(tmp_path):
   cfg, variables, arch, x = dense_1d_network(compute_dtype="bfloat16")
   spec, exported_variables = export.export_variables(cfg, variables, arch)
   assert spec.compute_dtype == "bfloat16"
-  export.save_exported(tmp_path, spec, exported_variables)
-  written = json.loads((tmp_path / export.SPEC_FILE).read_text())
+  exported_lib.save_exported(tmp_path, spec, exported_variables)
+  written = json.loads((tmp_path / exported_lib.SPEC_FILE).read_text())
   assert written["spec"]["compute_dtype"] == "bfloat16"
-  model, loaded = export.load_exported(tmp_path)
+  model, loaded = exported_lib.load_exported(tmp_path)
   assert model.spec.compute_dtype == "bfloat16"
   text = jax.jit(model.apply).lower(loaded, x).as_text()
   products = 2 * len(spec.blocks) + (cfg.in_channels > 1)  # mixers, linears, the stem's mixer

@@ -275,9 +275,9 @@ def test_printed_json_is_strict(tmp_path, monkeypatch, capsys):
     "name": "x",
   }
   import dnarch_jax.evaluate as evaluate_lib
-  import dnarch_jax.train as train_lib
+  import dnarch_jax.loop as loop_lib
 
-  monkeypatch.setattr(train_lib, "load_run_config", lambda workdir: config.default_data_config("x"))
+  monkeypatch.setattr(loop_lib, "load_run_config", lambda workdir: config.default_data_config("x"))
   monkeypatch.setattr(evaluate_lib, "evaluate_run", lambda *args: {"loss": math.nan, "step": 3})
   assert cli.main(["eval", "--workdir", str(tmp_path)]) == 0
   printed = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)

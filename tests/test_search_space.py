@@ -138,3 +138,10 @@ def test_bucket_boundaries_are_where_compute_arch_changes(cfg):
         assert size_at(name, axis, v + 1e-4) == b["sizes"][i + 1], (name, v)
         checked += 1
   assert checked > 20
+
+
+def test_every_configurable_mask_name_has_its_kind():
+  from dnarch_jax import config, mask_kinds
+
+  assert set(config.WIDTH_MASKS) == set(mask_kinds.WIDTH_MASKS)
+  assert set(config.RESOLUTION_MASKS) == set(mask_kinds.RESOLUTION_MASKS)

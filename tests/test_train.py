@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from dnarch_jax import budget as budget_lib
-from dnarch_jax import report
+from dnarch_jax import events, report
 from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
+from dnarch_jax.loop import NonFiniteLossError, _all_finite
 from dnarch_jax.optim import is_arch_param
-from dnarch_jax.train import NonFiniteLossError, Trainer, _all_finite
+from dnarch_jax.train import Trainer
 from dnarch_jax.workdir import WorkdirError, WorkdirMismatchError
 
 SMOKE = "experiments/mnist.py:smoke"
@@ -209,6 +210,26 @@ def test_cli_train_eval_and_continue(tmp_path, capsys):
   assert steps == sorted(steps) and steps[-1] == 9 and len(steps) == len(set(steps))
   for name in ("learning_curves.png", "cost.png", "architecture.png", "arch_params.png"):
     assert (tmp_path / "run" / "report" / name).stat().st_size > 0
+  # TensorBoard shows what the JSONL files hold, across the resume: every training and validation
+  # record once, the cost against the budget, the architecture's sizes per layer, the report.
+  scalars = events.read_scalars(workdir)
+  records = report.read_jsonl(tmp_path / "run" / "metrics.jsonl")
+  train = train_metrics(workdir)
+  assert scalars["train/loss"] == {r["step"]: pytest.approx(r["loss"], rel=1e-6) for r in train}
+  val = [r for r in records if r["kind"] == "val"]
+  assert scalars["val/accuracy"] == {r["step"]: pytest.approx(r["accuracy"]) for r in val}
+  assert scalars["cost/budget"] == {r["step"]: pytest.approx(r["budget"]) for r in train}
+  ratios = {r["step"]: pytest.approx(r["flops"] / r["budget"], rel=1e-6) for r in train}
+  assert scalars["cost/over_budget"] == ratios
+  archs = report.read_jsonl(tmp_path / "run" / "arch.jsonl")
+  assert scalars["arch/flops"] == {r["step"]: pytest.approx(r["flops"]) for r in archs}
+  for r in archs:
+    blocks = r["arch"]["blocks"]
+    assert scalars["arch/block_0/hidden"][r["step"]] == blocks[0]["hidden_width"]
+    assert scalars["arch/stem/kernel_1"][r["step"]] == r["arch"]["stem"]["taps"][1]
+    assert scalars["arch/block_1/resolution_0"][r["step"]] == blocks[1]["resolution"][0]
+  reports = {"report/learning_curves", "report/cost", "report/architecture", "report/arch_params"}
+  assert set(events.image_tags(workdir)) == reports
   # eval of a workdir whose latest checkpoint is corrupt reads the one before (with a warning).
   metadata = tmp_path / "run" / "checkpoints" / "9" / "state" / "_METADATA"
   metadata.write_text(metadata.read_text()[:100])

@@ -97,3 +97,28 @@ def format_table(summary: dict[str, Any]) -> str:
   stored = summary["params_stored"]
   rows.append(f"({stored:,} parameters stored, gates and pruned channels included)")
   return "\n".join(rows)
+
+
+def describe_config(config, with_xla: bool = True) -> tuple[dict[str, Any], str]:
+  """``dnarch summary --config`` of a DNAL config: the unpruned network's widths, MACs and
+  parameters."""
+  from dnarch_jax.dnal.arch import full_arch
+  from dnarch_jax.dnal.config import run_net_config
+  from dnarch_jax.dnal.models import init_variables
+
+  cfg = run_net_config(config)
+  variables = init_variables(cfg, jax.random.key(int(config.get("seed", 0))))
+  summary = summarize(cfg, variables, full_arch(cfg), with_xla=with_xla)
+  title = f"DNAL {cfg.kind}, input {cfg.input_size}x{cfg.in_channels}, {cfg.num_classes} classes"
+  return summary, title + "\n" + format_table(summary)
+
+
+def describe_run(workdir, which: str = "best", with_xla: bool = True) -> tuple[dict[str, Any], str]:
+  """``dnarch summary --workdir`` of a DNAL run: the network its checkpoint holds (pruned once
+  the architecture stage is over)."""
+  from dnarch_jax.restore import restore_run
+
+  run = restore_run(workdir, which)
+  summary = summarize(run.cfg, run.variables, run.arch, with_xla=with_xla)
+  summary.update(step=run.step, checkpoint=which)
+  return summary, f"{workdir}: {which} checkpoint, step {run.step}\n" + format_table(summary)

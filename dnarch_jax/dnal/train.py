@@ -16,32 +16,28 @@
   ``config.json`` and ``report/`` plots. Checkpoints are ranked by validation accuracy only in the
   last stage, so ``dnarch eval`` reads the best *final* network (the pruned one for ``dnal``).
 
-It reuses the project's pieces: data pipelines, sharding, the checkpointer and the metrics
-writer; what differs from ``dnarch_jax.train.Trainer`` is the stage machine around the step.
+The loop (restore, stop signals, logging, evaluation, checkpoints, TensorBoard, report) is
+:class:`dnarch_jax.loop.RunLoop`, shared with DNArch's trainer; this module is the stage machine
+around DNAL's step.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import math
 import pathlib
-import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dnarch_jax import report, sharding
+from dnarch_jax import sharding
 from dnarch_jax import workdir as workdir_lib
 from dnarch_jax.checkpoint import Checkpointer
-from dnarch_jax.data import (
-  pipeline_from_config,
-  print_data_summary,
-  split_from_config,
-  validate_data_config,
-)
+from dnarch_jax.config import LOOP_DEFAULTS
+from dnarch_jax.data import pipeline_from_config, split_from_config
 from dnarch_jax.dnal import gates as gates_lib
 from dnarch_jax.dnal.arch import DnalArch, arch_cost, full_arch, prune
 from dnarch_jax.dnal.config import NetConfig, run_net_config
@@ -56,13 +52,9 @@ from dnarch_jax.dnal.steps import (
   make_tx,
   restart_optimizer,
 )
-from dnarch_jax.train import NonFiniteLossError, check_finite, load_run_config
+from dnarch_jax.loop import RunLoop, load_run_config, validate_loop_fields
 
 log = logging.getLogger("dnarch")
-
-LOOP_DEFAULTS = dict(
-  seed=0, log_every=50, eval_every=1000, checkpoint_every=1000, keep_last=3, progress=True
-)
 DNAL_FIELDS = ("lambda_a", "delta_start", "delta_end") + tuple(
   f"{stage}_{unit}" for stage in gates_lib.STAGES for unit in ("epochs", "steps")
 )
@@ -74,9 +66,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key, value in LOOP_DEFAULTS.items():
     if key not in config:
       config[key] = value
-  for key in ("log_every", "eval_every", "checkpoint_every", "keep_last"):
-    if not isinstance(config[key], int) or config[key] < 1:
-      raise ValueError(f"config.{key}: must be a positive integer, got {config[key]!r}")
+  validate_loop_fields(config, ("log_every", "eval_every", "checkpoint_every", "keep_last"))
   sections = [("dnal", DNAL_FIELDS)] + [(f"optim.{s}", OPTIM_FIELDS) for s in gates_lib.STAGES]
   for name, fields in sections:
     node = config
@@ -103,36 +93,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.optim.{stage}.schedule: {o.schedule!r} is not one of {SCHEDULES}")
 
 
-class DnalTrainer:
-  """One DNAL run. Build it, then ``run()``; see the module docstring."""
+class DnalTrainer(RunLoop):
+  """One DNAL run: the shared run loop (``dnarch_jax.loop``) with DNAL's stage machine. Build
+  it, then ``run()``; see the module docstring."""
 
-  def __init__(
-    self,
-    config: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
-    devices=None,
-    allow_config_change: bool = False,
-  ):
-    validate_config(config)
-    validate_data_config(config.data)
-    self.config = config
-    self.cfg: NetConfig = run_net_config(config)
-    self.workdir = pathlib.Path(workdir)
-    workdir_lib.check_writable(self.workdir)
-    self.config_changes = workdir_lib.resume_changes(
-      self.workdir, config.to_json(), allow_config_change
-    )
-    self.is_main = jax.process_index() == 0
+  progress_name = "dnal"
 
-    self.mesh = sharding.make_mesh(devices)
-    self.batch_size = int(config.data.batch_size)
-    sharding.check_batch_size(self.batch_size, self.mesh)
-    sharding.check_batch_size(
-      int(config.data.eval_batch_size), self.mesh, "config.data.eval_batch_size"
-    )
-    train_examples = len(split_from_config(config.data, "train"))
-    print_data_summary(config.data, enabled=self.is_main)
-    self.steps_per_epoch = max(1, train_examples // self.batch_size)
+  validate_config = staticmethod(validate_config)
+
+  def configure(self) -> None:
+    self.cfg: NetConfig = run_net_config(self.config)
+
+  def build(self) -> None:
+    config = self.config
     self.lengths = tuple(
       gates_lib.stage_steps(
         config.dnal[f"{s}_epochs"], config.dnal[f"{s}_steps"], self.steps_per_epoch
@@ -141,32 +114,20 @@ class DnalTrainer:
     )
     gates_lib.check_lengths(self.lengths)
     self.total_steps = sum(self.lengths)
+    self.stage_ends = set(np.cumsum(self.lengths).tolist())
     self.final_stage = gates_lib.stage_at(self.total_steps - 1, self.lengths)[0]
-    self.optims = {
-      s: StageOptim(steps=n, **{k: config.optim[s][k] for k in OPTIM_FIELDS})
-      for s, n in zip(gates_lib.STAGES, self.lengths, strict=True)
-    }
+    self.optims = stage_optims(config, self.lengths)
     self.lambda_a = float(config.dnal.lambda_a)
-
     variables = init_variables(self.cfg, jax.random.key(config.seed))
-    state = create_state(variables, make_tx(self.optims["weights"]), make_tx(self.optims["arch"]))
-    self.state: DnalState = sharding.replicate(state, self.mesh)
+    self.state: DnalState = sharding.replicate(create_state_for(variables, self.optims), self.mesh)
     self.arch: DnalArch = full_arch(self.cfg)
-    self.train_iter = pipeline_from_config(config.data, "train")
-    self.checkpointer = Checkpointer(self.workdir / "checkpoints", keep_last=config.keep_last)
-    self.metrics = report.MetricsWriter(self.workdir / "metrics.jsonl") if self.is_main else None
-    self.arch_log = report.MetricsWriter(self.workdir / "arch.jsonl") if self.is_main else None
-    self.compiles: set = set()
 
   # --- stages ----------------------------------------------------------------------------------
 
   def delta_for(self, stage: str, arch_step: int) -> np.float32:
     """The delta of step ``arch_step`` of the architecture stage (``stage`` "arch", or the mode
     "soft"); ``delta_end`` after it (the pruned network's frozen gates) and before it (unused)."""
-    d = self.config.dnal
-    if stage in ("arch", "soft"):
-      return np.float32(gates_lib.delta_at(arch_step, self.lengths[1], d.delta_start, d.delta_end))
-    return np.float32(d.delta_end)
+    return stage_delta(self.config, self.lengths, stage, arch_step)
 
   def _sync_arch(self, completed: int) -> None:
     """After the architecture stage the network is the pruned one (computed once: the gate
@@ -182,188 +143,188 @@ class DnalTrainer:
   def _log_arch(self, step: int) -> None:
     if self.arch_log:
       cost = arch_cost(self.cfg, self.arch)
-      # The key is "dnal_arch", not "arch": the report's architecture plots read CCNN records.
+      # The key is "dnal_arch", not "arch": the report's CCNN plots read "arch" records.
       record = dict(step=step, **cost, widths=list(self.arch.widths), dnal_arch=self.arch.to_dict())
       self.arch_log.write(record)
 
-  # --- state -----------------------------------------------------------------------------------
+  # --- what the loop asks ----------------------------------------------------------------------
 
-  def restore_or_start(self) -> int:
-    """Resume from the workdir's latest readable checkpoint; else start at step 0."""
-    if self.checkpointer.latest_step() is None:
-      if self.is_main:
-        (self.workdir / "config.json").write_text(self.config.to_json(indent=2))
-        for path in (self.workdir / "metrics.jsonl", self.workdir / "arch.jsonl"):
-          report.truncate_after(path, -1)
-      self._log_arch(0)
-      return 0
-    state, meta, step = self.checkpointer.restore(self.state)
-    self.state = state
+  def start(self) -> None:
+    self._log_arch(0)
+
+  def restored(self, meta: dict, step: int) -> None:
     self.arch = DnalArch.from_dict(meta["arch"])
-    self.train_iter.set_state(meta["data_state"])
-    if self.is_main:
-      # DNAL logs a step's architecture before that step's checkpoint: both files end at it.
-      for path in (self.workdir / "metrics.jsonl", self.workdir / "arch.jsonl"):
-        report.truncate_after(path, step)
-      workdir_lib.record_changes(self.workdir, self.config_changes, step)
-      (self.workdir / "config.json").write_text(self.config.to_json(indent=2))
-    log.warning("resumed from step %d of %s", step, self.workdir)
-    return step
 
-  def save(self, step: int, metrics: dict | None = None, force: bool = False) -> None:
-    check_finite(self.state.params, step, self.checkpointer.latest_step())
-    meta = dict(
-      arch=self.arch.to_dict(),
-      data_state=self.train_iter.get_state(),
-      config=json.loads(self.config.to_json()),
-      network=gates_lib.mode_after(step, self.lengths)[0],
-    )
-    self.checkpointer.save(step, self.state, meta, metrics=metrics, force=force)
+  def checkpoint_meta(self, step: int) -> dict:
+    # The stage lengths, so that a reader knows the network and its delta without the data.
+    return dict(network=gates_lib.mode_after(step, self.lengths)[0], stages=list(self.lengths))
 
-  # --- steps -----------------------------------------------------------------------------------
+  def before_step(self, step: int) -> None:
+    self._sync_arch(step)
 
-  def _train_one(self, stage: str, stage_step: int, batch) -> dict:
+  def train_one(self, step: int, batch) -> dict:
+    stage, stage_step = gates_lib.stage_at(step, self.lengths)
     if stage == "finetune" and stage_step == 0:
       state = restart_optimizer(self.state, stage, make_tx(self.optims[stage]))
       self.state = sharding.replicate(state, self.mesh)
     step_fn = make_train_step(self.cfg, stage, self.optims[stage], self.lambda_a)
-    key = (stage, self.arch)
-    t0 = time.perf_counter()
-    self.state, metrics = step_fn(self.state, batch, self.delta_for(stage, stage_step), self.arch)
-    if key not in self.compiles:
-      jax.block_until_ready(metrics)
-      self.compiles.add(key)
-      seconds = time.perf_counter() - t0
-      self._log(dict(kind="compile", step=int(self.state.step), stage=stage, seconds=seconds))
-    return metrics
+    delta = self.delta_for(stage, stage_step)
 
-  def evaluate(self, split: str, completed: int) -> dict[str, float]:
-    """Metrics on ``split`` of the network as it is after ``completed`` steps."""
-    mode, arch_step = gates_lib.mode_after(completed, self.lengths)
-    eval_step = make_eval_step(self.cfg, mode)
-    delta = self.delta_for("soft" if mode == "soft" else "hard", arch_step)
-    totals = {"loss_sum": 0.0, "correct_sum": 0.0, "weight": 0.0}
-    for local in pipeline_from_config(self.config.data, split):
-      batch = sharding.global_batch(local, self.mesh)
-      for k, v in jax.device_get(eval_step(self.state, batch, delta, self.arch)).items():
-        totals[k] += float(v)
-    weight = max(totals["weight"], 1.0)
-    return {"accuracy": totals["correct_sum"] / weight, "loss": totals["loss_sum"] / weight}
+    def call():
+      self.state, metrics = step_fn(self.state, batch, delta, self.arch)
+      return metrics
 
-  # --- the loop --------------------------------------------------------------------------------
+    return self.first_call((stage, self.arch), call, stage=stage)
 
-  def run(self, stop_at: int | None = None) -> dict[str, Any]:
-    """Train to the end of the last stage, or stop with a checkpoint at ``stop_at``."""
-    stop = workdir_lib.StopSignals(jax.process_count())
-    with workdir_lib.WorkdirLock(self.workdir, self.is_main), stop:
-      return self._run(stop, stop_at)
+  def after_step(self, completed: int) -> None:
+    self._sync_arch(completed)
 
-  def _run(self, stop: workdir_lib.StopSignals, stop_at: int | None) -> dict[str, Any]:
-    step = first = self.restore_or_start()
-    end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
-    stage_ends = set(np.cumsum(self.lengths).tolist())
-    bar = self._progress_bar(step)
-    last_time, last_step = time.perf_counter(), step
-    status = "completed"
-    try:
-      while step < end:
-        # As in dnarch_jax.train: at the top, so a signal during restore or compile is honoured
-        # before training on, with nothing to save if this run trained nothing.
-        if stop.check():
-          if step > first:
-            self.save(step, force=True)
-          status = "preempted"
-          break
-        self._sync_arch(step)
-        stage, stage_step = gates_lib.stage_at(step, self.lengths)
-        batch = sharding.global_batch(next(self.train_iter), self.mesh)
-        metrics = self._train_one(stage, stage_step, batch)
-        step += 1
-        self._sync_arch(step)
-        if step % self.config.log_every == 0 or step in stage_ends:
-          now = time.perf_counter()
-          rate = (step - last_step) / max(now - last_time, 1e-9)
-          last_time, last_step = now, step
-          self._log_train(step, stage, stage_step, metrics, rate, bar)
-        if step % self.config.eval_every == 0 or step in stage_ends:
-          val = self.evaluate("validation", step)
-          self._log(dict(kind="val", step=step, stage=stage, **val))
-          ranked = stage == self.final_stage
-          self.save(step, metrics={"val_accuracy": val["accuracy"]} if ranked else None, force=True)
-        elif step % self.config.checkpoint_every == 0:
-          self.save(step)
-        if step == end and end < self.total_steps:
-          self.save(step, force=True)
-          status = "stopped"
-    finally:
-      self.checkpointer.wait()
-      if bar is not None:
-        bar.close()
-    result = dict(
-      status=status,
-      step=step,
-      stages=dict(zip(gates_lib.STAGES, self.lengths, strict=True)),
-      compiles=len(self.compiles),
-      widths=list(self.arch.widths),
-      **arch_cost(self.cfg, self.arch),
-    )
-    if self.is_main:
-      report.write_report(self.workdir)
-    return result
+  def is_boundary(self, completed: int) -> bool:
+    return completed in self.stage_ends
 
-  def _log(self, record: dict) -> None:
-    if self.metrics:
-      self.metrics.write(record)
-
-  def _log_train(self, step, stage, stage_step, metrics, rate, bar) -> None:
-    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    if not all(math.isfinite(v) for v in host.values()):
-      raise NonFiniteLossError(
-        f"non-finite training metrics at step {step} ({host}); stopped without saving, "
-        f"the last good checkpoint (step {self.checkpointer.latest_step()}) is kept"
-      )
+  def train_records(self, completed: int, host: dict) -> tuple[list[dict], dict]:
+    stage, stage_step = gates_lib.stage_at(completed - 1, self.lengths)
     cost = arch_cost(self.cfg, self.arch)
     if stage != "weights":  # the gates are off in the weights stage
       host["delta"] = float(self.delta_for(stage, stage_step))
-    self._log(dict(kind="train", step=step, stage=stage, steps_per_s=rate, **cost, **host))
-    if bar is not None:
-      postfix = dict(stage=stage, loss=f"{host['loss']:.3f}", acc=f"{host['accuracy']:.3f}")
-      postfix.update(MMACs=f"{cost['macs'] / 1e6:.2f}", it_s=f"{rate:.2f}")
-      bar.set_postfix(postfix, refresh=False)
-      bar.update(step - bar.n)
+    record = dict(kind="train", step=completed, stage=stage, **cost, **host)
+    return [record], dict(stage=stage, MMACs=f"{cost['macs'] / 1e6:.2f}")
 
-  def _progress_bar(self, step: int):
-    if not (self.is_main and self.config.progress):
-      return None
-    from tqdm.auto import tqdm
+  def evaluate(self, split: str, completed: int) -> dict[str, float]:
+    """Metrics on ``split`` of the network as it is after ``completed`` steps."""
+    place = lambda local: sharding.global_batch(local, self.mesh)
+    return evaluate_network(
+      self.cfg, self.config, self.lengths, self.state, self.arch, split, completed, place
+    )
 
-    return tqdm(total=self.total_steps, initial=step, desc="dnal", unit="step", dynamic_ncols=True)
+  def val_fields(self, completed: int) -> dict:
+    return dict(stage=gates_lib.stage_at(completed - 1, self.lengths)[0])
+
+  def ranks(self, completed: int) -> bool:
+    # Ranked only in the last stage, so "best" is a final (pruned) network.
+    return gates_lib.stage_at(completed - 1, self.lengths)[0] == self.final_stage
+
+  def result(self) -> dict:
+    return dict(
+      stages=dict(zip(gates_lib.STAGES, self.lengths, strict=True)),
+      widths=list(self.arch.widths),
+      **arch_cost(self.cfg, self.arch),
+    )
 
 
-def restore_run(workdir: str | pathlib.Path, which: str = "best") -> tuple[DnalTrainer, int]:
-  """A DNAL run's trainer holding its ``best`` (by validation accuracy in its last stage; the
-  latest if none is ranked) or ``latest`` checkpoint and that checkpoint's network, and the step."""
+def stage_optims(config: ml_collections.ConfigDict, lengths) -> dict[str, StageOptim]:
+  return {
+    s: StageOptim(steps=n, **{k: config.optim[s][k] for k in OPTIM_FIELDS})
+    for s, n in zip(gates_lib.STAGES, lengths, strict=True)
+  }
+
+
+def create_state_for(variables, optims: dict[str, StageOptim]) -> DnalState:
+  return create_state(variables, make_tx(optims["weights"]), make_tx(optims["arch"]))
+
+
+def stage_delta(config: ml_collections.ConfigDict, lengths, stage: str, arch_step: int):
+  """The delta of step ``arch_step`` of the architecture stage (``stage`` "arch", or the mode
+  "soft"); ``delta_end`` after it (the pruned network's frozen gates) and before it (unused)."""
+  d = config.dnal
+  if stage in ("arch", "soft"):
+    return np.float32(gates_lib.delta_at(arch_step, lengths[1], d.delta_start, d.delta_end))
+  return np.float32(d.delta_end)
+
+
+def evaluate_network(cfg, config, lengths, state, arch, split, completed, place) -> dict:
+  """Loss and accuracy on ``split`` of the network as it is after ``completed`` steps
+  (``place``: a host batch onto the state's devices)."""
+  mode, arch_step = gates_lib.mode_after(completed, lengths)
+  eval_step = make_eval_step(cfg, mode)
+  delta = stage_delta(config, lengths, "soft" if mode == "soft" else "hard", arch_step)
+  totals = {"loss_sum": 0.0, "correct_sum": 0.0, "weight": 0.0}
+  for local in pipeline_from_config(config.data, split):
+    for k, v in jax.device_get(eval_step(state, place(local), delta, arch)).items():
+      totals[k] += float(v)
+  weight = max(totals["weight"], 1.0)
+  return {"accuracy": totals["correct_sum"] / weight, "loss": totals["loss_sum"] / weight}
+
+
+@dataclasses.dataclass
+class TrainedDnalRun:
+  """A DNAL run's checkpoint restored for reading (:func:`restore_dnal_run`)."""
+
+  config: ml_collections.ConfigDict
+  cfg: NetConfig
+  state: DnalState
+  arch: DnalArch
+  lengths: tuple[int, ...]
+  step: int
+  checkpoint: str
+
+  @property
+  def network(self) -> str:
+    """``off``, ``soft`` or ``hard`` (pruned): how the checkpoint's network computes."""
+    return gates_lib.mode_after(self.step, self.lengths)[0]
+
+  @property
+  def variables(self) -> dict:
+    return {"params": self.state.params, "batch_stats": self.state.batch_stats}
+
+
+def restore_dnal_run(workdir: str | pathlib.Path, which: str = "best") -> TrainedDnalRun:
+  """A DNAL run's ``best`` (by validation accuracy in its last stage; the latest if none is
+  ranked) or ``latest`` checkpoint and that checkpoint's network, on one device. Opens no data
+  and compiles nothing: the target tree comes from ``jax.eval_shape``, the stage lengths from
+  the checkpoint (checkpoints written before they were recorded: from the data's size)."""
+  workdir = pathlib.Path(workdir)
   config = load_run_config(workdir)
-  workdir_lib.check_has_checkpoint(pathlib.Path(workdir))
-  trainer = DnalTrainer(config, workdir)
-  trainer.state, meta, step = trainer.checkpointer.restore_for_reading(trainer.state, which)
-  trainer.arch = DnalArch.from_dict(meta["arch"])
-  return trainer, step
+  validate_config(config)
+  workdir_lib.check_has_checkpoint(workdir)
+  cfg = run_net_config(config)
+  # Schedules are closures: the optimiser state's structure does not depend on the step counts.
+  optims = stage_optims(config, (1,) * len(gates_lib.STAGES))
+  key = jax.random.key(0)
+  abstract = jax.eval_shape(lambda r: create_state_for(init_variables(cfg, r), optims), key)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree_util.tree_map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract
+  )
+  checkpointer = Checkpointer(workdir / "checkpoints")
+  try:
+    state, meta, step = checkpointer.restore_for_reading(abstract, which)
+  finally:
+    checkpointer.close()
+  lengths = tuple(meta["stages"]) if "stages" in meta else _lengths_from_data(config)
+  arch = DnalArch.from_dict(meta["arch"])
+  return TrainedDnalRun(config, cfg, state, arch, lengths, step, which)
 
 
-def evaluate_run(workdir: str | pathlib.Path, split: str = "test", which: str = "best") -> dict:
-  """Metrics of a DNAL run's ``best`` or ``latest`` checkpoint (:func:`restore_run`) on
-  ``split``, with the MACs and parameters of the network it holds."""
-  trainer, step = restore_run(workdir, which)
-  metrics = trainer.evaluate(split, step)
-  mode = gates_lib.mode_after(step, trainer.lengths)[0]
+def _lengths_from_data(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  steps_per_epoch = max(1, len(split_from_config(config.data, "train")) // config.data.batch_size)
+  d = config.dnal
+  return tuple(
+    gates_lib.stage_steps(d[f"{s}_epochs"], d[f"{s}_steps"], steps_per_epoch)
+    for s in gates_lib.STAGES
+  )
+
+
+def evaluate_run(
+  workdir: str | pathlib.Path, split: str = "test", which: str = "best", input_size=None
+) -> dict:
+  """Metrics of a DNAL run's ``best`` or ``latest`` checkpoint (:func:`restore_dnal_run`) on
+  ``split``, with the MACs and parameters of the network it holds. ``input_size`` must be
+  ``None``: DNAL's discrete-kernel CNNs run at their training size only."""
+  if input_size is not None:
+    raise ValueError("--input_size: DNAL's CNNs run at their training size only")
+  run = restore_dnal_run(workdir, which)
+  place = lambda batch: {k: jnp.asarray(v) for k, v in batch.items()}
+  metrics = evaluate_network(
+    run.cfg, run.config, run.lengths, run.state, run.arch, split, run.step, place
+  )
   return dict(
     split=split,
-    step=step,
+    step=run.step,
     checkpoint=which,
-    network=mode,
-    widths=list(trainer.arch.widths),
-    **arch_cost(trainer.cfg, trainer.arch),
+    network=run.network,
+    widths=list(run.arch.widths),
+    **arch_cost(run.cfg, run.arch),
     **metrics,
   )
 

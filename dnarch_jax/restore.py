@@ -1,0 +1,87 @@
+"""Restore a trained run's checkpoint for reading: eval, export and summary, any method.
+
+``restore_run(workdir, which)`` looks the run's method up (``dnarch_jax.methods``) and restores
+its ``best`` (by validation accuracy; the latest if none is ranked) or ``latest`` checkpoint onto
+one device. It opens no data and compiles nothing: the target tree comes from ``jax.eval_shape``
+of the model's initialisation and the run's optimiser. A DNArch run gives a :class:`TrainedRun`;
+a DNAL run ``dnarch_jax.dnal.train.TrainedDnalRun``; both carry ``config``, ``cfg``,
+``variables``, ``arch``, ``step`` and ``checkpoint``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dnarch_jax.arch import Arch, initial_arch
+from dnarch_jax.config import ModelConfig
+from dnarch_jax.model import DNArchCCNN
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A run's checkpoint as the trained network: model config, variables, its ``Arch``."""
+
+  config: Any  # ml_collections.ConfigDict of the run
+  cfg: ModelConfig
+  variables: dict
+  arch: Arch
+  step: int
+  checkpoint: str
+  batch_size: int
+
+
+def restore_dnarch_run(workdir: str | os.PathLike, checkpoint: str = "best") -> TrainedRun:
+  """The ``best`` (by validation accuracy; the latest if none is ranked) or ``latest`` checkpoint
+  of a run, restored onto one device. Needs no data and compiles no model: the target tree comes
+  from ``jax.eval_shape`` of the model's initialisation and the run's optimiser."""
+  from dnarch_jax import workdir as workdir_lib
+  from dnarch_jax.checkpoint import Checkpointer
+  from dnarch_jax.experiment import run_model_config
+  from dnarch_jax.loop import load_run_config
+  from dnarch_jax.optim import make_optimizer
+  from dnarch_jax.steps import create_train_state
+
+  workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    raise FileNotFoundError(f"{workdir}: no such workdir")
+  config = load_run_config(workdir)
+  method = config.get("method", "dnarch")
+  if method != "dnarch":  # DNAL's CNNs: dnarch_jax.dnal.train.restore_dnal_run
+    raise ValueError(f"{workdir}: a {method!r} run; this restores DNArch runs")
+  # Before Orbax is opened: its start-up clean-up thread would outlive the error and print a
+  # traceback at exit.
+  workdir_lib.check_has_checkpoint(workdir)
+  cfg = run_model_config(config)
+  model = DNArchCCNN(cfg)
+  x = jnp.zeros((2, *cfg.input_size, cfg.in_channels), jnp.float32)
+  full = initial_arch(cfg, crop=False)
+  key = jax.random.key(0)
+  abstract_vars = jax.eval_shape(lambda r: model.init(r, x, full, train=False), key)
+  # Schedules are closures: the optimiser state's structure does not depend on the step counts.
+  tx = make_optimizer(dict(config.optim), abstract_vars["params"], 1, 1)
+  abstract_state = jax.eval_shape(lambda v, r: create_train_state(v, tx, r), abstract_vars, key)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract_state = jax.tree_util.tree_map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_state
+  )
+  ckpt = Checkpointer(workdir / "checkpoints")
+  try:
+    state, meta, step = ckpt.restore_for_reading(abstract_state, checkpoint)
+  finally:
+    ckpt.close()
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  arch = Arch.from_dict(meta["arch"])
+  return TrainedRun(config, cfg, variables, arch, int(step), checkpoint, config.data.batch_size)
+
+
+def restore_run(workdir: str | os.PathLike, checkpoint: str = "best"):
+  """The run's checkpoint restored by its method's restorer (see the module docstring)."""
+  from dnarch_jax.methods import method_of_run
+
+  return method_of_run(workdir).load("restore_run")(workdir, checkpoint)
