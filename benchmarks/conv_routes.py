@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import conv
+from dnarch_jax import conv, conv_routes, grids
+from dnarch_jax.conv_routes import resolve_route as resolve
 
 CASES = {
   "smnist": ((100, (784,), 140, True), (65, 129, 257, 784)),
@@ -97,7 +98,7 @@ def skip_reason(route: str, positions: int) -> str | None:
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--quick", action="store_true", help="a few shapes, 5 runs")
-  p.add_argument("--routes", default=",".join(conv.ROUTES))
+  p.add_argument("--routes", default=",".join(conv_routes.ROUTES))
   p.add_argument("--cases", default=",".join(CASES))
   p.add_argument("--taps", default="", help="comma-separated subset of each case's taps")
   p.add_argument("--runs", type=int, default=7)
@@ -119,8 +120,8 @@ def main() -> None:
     for t in taps_list:
       taps = (t,) * len(spatial)
       k = jnp.asarray(rng.standard_normal((*taps, channels)) / t, jnp.float32)
-      positions = int(np.prod(conv._cropped_taps(spatial, taps, causal)))
-      auto = conv.resolve_route(spatial, taps, channels, batch, causal)
+      positions = int(np.prod(grids.cropped_taps(spatial, taps, causal)))
+      auto = conv_routes.resolve_route(spatial, taps, channels, batch, causal)
       for route in args.routes.split(","):
         conv_fn = functools.partial(_conv, causal=causal, route=route)
         fns = {
@@ -136,7 +137,7 @@ def main() -> None:
           if reason := skip_reason(route, positions):
             line["skipped"] = reason
           else:
-            line["resolved"] = conv.resolve_route(spatial, taps, channels, batch, causal, route)
+            line["resolved"] = resolve(spatial, taps, channels, batch, causal, route)
             line.update(measure(*fns[mode], runs))
           print(json.dumps(line), flush=True)
 

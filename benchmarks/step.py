@@ -95,7 +95,7 @@ def run_case(
   import jax
 
   from dnarch_jax import hostmem
-  from dnarch_jax.steps import arch_cost
+  from dnarch_jax.steps import flops_and_params
 
   call, lower, arch, cfg, batch_size = build(case, mode, remat, dtype)
   compiled = lower().compile()  # as `dnarch train` compiles: ahead of the first call, then trim
@@ -112,7 +112,7 @@ def run_case(
   # beside the process's resident peak, which adds the runtime, the compiler and the allocator.
   memory = compiled.memory_analysis()
   routes = [arch.stem.route] + [b.conv.route for b in arch.blocks]
-  flops_per_example = arch_cost(arch, cfg, batch_size)["flops"]
+  flops_per_example = flops_and_params(arch, cfg, batch_size)["flops"]
   median_ms = statistics.median(times)
   line = dict(
     case=case,

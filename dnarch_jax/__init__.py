@@ -23,9 +23,9 @@ import importlib
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-  **dict.fromkeys(
-    ["Arch", "arch_params", "arch_sizes", "compute_arch", "initial_arch", "soft_kernel_taps",
-     "soft_sizes"], "arch"),
+  **dict.fromkeys(["Arch", "compute_arch", "initial_arch"], "arch"),
+  "arch_params": "arch_params",
+  **dict.fromkeys(["arch_sizes", "soft_kernel_taps", "soft_sizes"], "sizes"),
   **dict.fromkeys(["ModelConfig", "load_config"], "config"),
   "depthwise_conv": "conv",
   **dict.fromkeys(["budget_penalty", "flops", "params"], "cost"),

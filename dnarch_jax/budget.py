@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnarch_jax import cost, search_space
-from dnarch_jax.arch import Arch, arch_sizes, compute_arch
+from dnarch_jax.arch import Arch, compute_arch
+from dnarch_jax.arch_params import is_arch_param
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.optim import is_arch_param
+from dnarch_jax.sizes import arch_sizes
 
 METRICS = ("flops", "params")
 MODES = ("soft", "hard")

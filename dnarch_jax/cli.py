@@ -92,14 +92,13 @@ def cmd_eval(args, overrides) -> int:
 def cmd_export(args, overrides) -> int:
   from dnarch_jax import sharding
   from dnarch_jax.evaluate import parse_input_size
-  from dnarch_jax.methods import method_of_run
+  from dnarch_jax.export import export_run
 
   if overrides:
     raise ValueError(f"export takes no --config overrides (got {overrides}); it uses the run's")
   input_size = None if args.input_size is None else parse_input_size(args.input_size)
   sharding.enable_compilation_cache()
   with_xla = not args.no_xla
-  export_run = method_of_run(args.workdir).load("export_run")
   print_json(export_run(args.workdir, args.out, args.checkpoint, with_xla, input_size))
   return 0
 

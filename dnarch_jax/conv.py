@@ -56,61 +56,9 @@ No while loop is used, so XLA's cost analysis (which counts a loop body once) se
 Under vmap the chunk runner is mapped sequentially (`custom_batching.sequential_vmap`), because a
 batched predicate would make `lax.cond` evaluate both branches.
 
-Measured on this machine (AMD EPYC, 2 cores shared with other users, jax 0.10.2 XLA:CPU, f32,
-C=140; `benchmarks/conv_routes.py`, median ms over 7 runs). Other users' jobs kept 0 to 1.1 of
-the 2 cores busy during these runs (about 1 for most), which can double a time, so compare routes
-with the interleaved head-to-head numbers below the table:
-
-    shape (B x S x C)   taps   direct fwd / fwd+bwd   fft fwd / fwd+bwd   shift fwd / fwd+bwd
-    100x784x140 causal  65     771 / 3893             77 / 96             42 / 121
-                        129    4192 / 8867            67 / 115            352 / 417
-                        257    3847 / 17735           87 / 124            1475 / 1366
-                        784    -                      134 / 214           -
-    100x392x140 causal  65     406 / 2076             34 / 52             22 / 47
-                        129    2385 / 4973            46 / 57             179 / 328
-                        257    6459 / 10645           46 / 70             730 / 761
-                        784    -                      61 / 85             -
-    64x32x32x140        5x5    458 / 10457            108 / 171           20 / 105
-                        9x9    1049 / 24805           107 / 152           55 / 136
-                        17x17  -                      185 / 278           1673 / 1946
-                        33x33  -                      166 / 233           -
-    64x16x16x140        5x5    111 / 573              21 / 33             6 / 26
-                        9x9    260 / 1619             24 / 38             13 / 35
-                        17x17  -                      33 / 52             692 / 710
-                        33x33  -                      64 / 92             -
-
-Head to head, interleaved on a quiet machine (fwd+bwd ms, fft vs shift): 1D L=784 taps 65: 99 vs
-85, 81: 102 vs 87, 97: 126 vs 121; 2D 32x32 taps 7x7: 154 vs 110, 9x9: 135 vs 121, 11x11: 158 vs
-139. The shift route falls off a cliff past ~120 kernel positions (the unrolled sum no longer
-keeps its taps in registers: 129 taps is 8x the time of 65). A blocked-Toeplitz batched matmul
-(channels as the batch dim) was 0.4-0.7 s forward at 65 taps: XLA:CPU's batched matmul runs at
-30-45 GFLOP/s on these shapes, against ~110 for a plain one, so it is not offered.
-
-The native route, measured later (same script, fwd+bwd ms, median of 5, native vs fft vs
-shift): 100x784x140 causal taps 65: 63 / 168 / 180; 129: 100 / 239 / 634; 257: 175 / 206 /
-1305; 784: 475 / 292 / -. 64x32x32x140 5x5: 53 / 297 / 217; 9x9: 74 / 319 / 232; 17x17: 172 /
-290 / 1820; 33x33: 632 / 548 / -. Its time grows with the kernel positions and the FFT's barely:
-they cross at about 300 positions in 1D and 2D.
-
-The native FFT (2026-12-02, another host: a 2-core Intel Xeon, about twice as fast as the AMD
-EPYC above; `benchmarks/conv_routes.py`-style timing of the FFI calls alone, median of 7, ms,
-100x784x140 causal; native_fft fwd / dk against native fwd / dk): taps 33: 29 / 18 against
-17 / 9; 65: 31 / 19 against 21 / 13; 129: 31 / 19 against 29 / 20; 257: 44 / 34 against 43 /
-35; 784: 43 / 34 (the FFT size is 1024 up to 241 taps, then 2048). The sMNIST CCNN-4,140
-training step uncropped (784 taps) took 2165 ms with "fft" and 1020 ms with "native_fft", back
-to back on that host.
-
-Rule ("auto", CPU): where the native library loaded, "native_fft" for 1D kernels past the size
-where it beats the direct kernel (`_native_fft_pays`: at length 784, past 117 taps up to 241 and
-past 258 from there), else "native" up to 300 kernel positions; otherwise "shift" up to 100
-positions, else "fft"; "direct" never (5-40x slower at every size measured). The native calls
-keep the batch's sharding (`dnarch_jax.native`: each device runs its shard, dk is summed over
-them), so the rule holds on a data-parallel mesh too. The rule ignores batch and channels: the
-measurements span B=64..100 at C=140 only. GPU/TPU: unmeasured; CCNN's rule ("fft" once every
-cropped kernel side exceeds 50, else "direct").
-
-The XLA FLOP counts the cost model mirrors are in `route_flops`; note XLA counts an FFT as
-`8 * input elements * prod_d floor(log2 n_d)` (measured on bare rfft/irfft/fft at many sizes).
+How "auto" picks a route is ``dnarch_jax.conv_routes``; the timings behind its rule are in
+benchmarks/results/README.md ("Depthwise convolution routes on the CPU"); the FLOPs XLA counts
+for each route, which the cost model mirrors, are ``dnarch_jax.conv_flops``.
 """
 
 from __future__ import annotations
@@ -124,11 +72,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dnarch_jax import native
-from dnarch_jax.masks import array_module
+from dnarch_jax import grids, native
+from dnarch_jax.conv_routes import resolve_route, xla_countable_route
 from dnarch_jax.precision import accumulation_dtype
-
-ROUTES = ("direct", "fft", "shift", "native", "native_fft")
 
 # f32 lanes of one AVX2 register: the shift route's channel block.
 _LANES = 8
@@ -180,27 +126,15 @@ def _validate(x, kernel, causal: bool) -> None:
     raise ValueError(f"depthwise_conv: empty input or kernel: x {x_shape}, kernel {k_shape}")
 
 
-def _cropped_taps(spatial, taps, causal: bool) -> tuple[int, ...]:
-  """Taps that can reach the input: at most S (causal) or 2S-1 (centred) per axis."""
-  if causal:
-    return tuple(min(t, s) for s, t in zip(spatial, taps, strict=True))
-  return tuple(min(t, 2 * s - 1) for s, t in zip(spatial, taps, strict=True))
-
-
 def _crop_kernel(kernel, spatial, causal: bool):
   taps = kernel.shape[:-1]
-  new = _cropped_taps(spatial, taps, causal)
+  new = grids.cropped_taps(spatial, taps, causal)
   if new == taps:
     return kernel
   # Causal keeps the last taps (those weighing steps t-S+1..t); centred keeps the centre.
   starts = [t - n if causal else (t - n) // 2 for t, n in zip(taps, new, strict=True)]
   idx = tuple(slice(a, a + n) for a, n in zip(starts, new, strict=True))
   return kernel[idx]
-
-
-def _pads(taps, causal: bool) -> tuple[tuple[int, int], ...]:
-  lo = [t - 1 if causal else (t - 1) // 2 for t in taps]
-  return tuple((a, t - 1 - a) for a, t in zip(lo, taps, strict=True))
 
 
 def _fast_len(n: int) -> int:
@@ -527,7 +461,7 @@ def depthwise_conv(x, kernel, *, causal: bool, route: str = "auto") -> jax.Array
   dtype = x.dtype if low else jnp.result_type(x, kernel)
   x = x.astype(dtype)
   kernel = _crop_kernel(kernel if low else kernel.astype(dtype), spatial, causal)
-  pads = _pads(kernel.shape[:-1], causal)
+  pads = grids.conv_pads(kernel.shape[:-1], causal)
   if r == "direct":
     return _direct(x, kernel.astype(dtype), pads)
   if _native_runs(r, dtype, x.ndim):  # float32 kernels (converts fuse into x's producer)
@@ -536,160 +470,3 @@ def depthwise_conv(x, kernel, *, causal: bool, route: str = "auto") -> jax.Array
   if xla_countable_route(r) == "fft":  # "fft", or "native_fft" where it cannot run (2D included)
     return _fft_conv(x, kernel, pads)
   return _shift_conv(x, kernel, pads)  # "shift", or "native" where it cannot run
-
-
-def resolve_route(spatial, taps, channels, batch, causal, route="auto") -> str:
-  """The concrete route "auto" picks for these static sizes (host-side, no tracing)."""
-  if route != "auto":
-    if route not in ROUTES:
-      raise ValueError(f"depthwise_conv: unknown route {route!r}; use 'auto' or {ROUTES}")
-    return route
-  spatial, taps = tuple(spatial), tuple(taps)
-  taps = _cropped_taps(spatial, taps, causal)
-  if jax.default_backend() != "cpu":
-    # Unmeasured on GPU/TPU (no accelerator has been lent yet): CCNN's rule, FFT once every
-    # cropped kernel side exceeds 50. `bash benchmarks/gpu.sh routes` times every route there
-    # (benchmarks/conv_routes.py, JSON lines with the rule's pick beside each); this rule is to
-    # be replaced by one derived from that file, as the CPU's below was.
-    return "fft" if min(taps) > 50 else "direct"
-  positions = math.prod(taps)
-  if native.available():
-    if len(spatial) == 1 and _native_fft_pays(spatial[0], taps[0], causal):
-      return "native_fft"
-    if positions <= _NATIVE_MAX_POSITIONS:
-      return "native"
-  return "shift" if positions <= _SHIFT_MAX_POSITIONS else "fft"
-
-
-# Past ~120 kernel positions the shift route's unrolled sum slows down 5-8x (module docstring).
-_SHIFT_MAX_POSITIONS = 100
-# The native route's time grows with the kernel positions, the FFT's barely: they cross at
-# about 300 (1D 257 taps: 175 vs 206 ms fwd+bwd; 2D 17x17: 172 vs 290; 33x33: 632 vs 548).
-_NATIVE_MAX_POSITIONS = 300
-
-
-def _native_fft_pays(length: int, taps: int, causal: bool) -> bool:
-  """Whether the native FFT (transform size M, a power of two) beats the native direct kernel
-  on a 1D conv of this cropped size. Per output and channel the direct kernel costs ~taps
-  multiply-adds, the FFT ~M log2(M) / length, and 9x the latter matched the former where they
-  were measured equal (length 784: 129 taps, M 1024; 257 taps, M 2048; module docstring)."""
-  lo, hi = _pads((taps,), causal)[0]
-  m = 1 << max(1, math.ceil(math.log2(length + max(lo, hi))))  # csrc's FftSize
-  return 9 * m * math.log2(m) / length < taps
-
-
-def xla_countable_route(route: str) -> str:
-  """The route to compile for XLA's cost analysis: it counts an FFI call as 0 FLOPs, so the
-  native routes are counted as the XLA routes doing the same arithmetic ("shift", "fft")."""
-  return {"native": "shift", "native_fft": "fft"}.get(route, route)
-
-
-def _valid_pairs(xp, length, taps, causal: bool):
-  """(output, tap) pairs along an axis whose input lies inside it: sum over offsets of S-|o|."""
-  if causal:
-    m = xp.minimum(taps - 1, length - 1)
-    return (m + 1) * length - m * (m + 1) / 2
-  m = xp.minimum((taps - 1) / 2, length - 1)
-  return (2 * m + 1) * length - m * (m + 1)
-
-
-def _smooth_lengths(limit: int) -> np.ndarray:
-  """The 7-smooth numbers up to ``limit``, sorted: ``_fast_len`` as a table, for traced sizes."""
-  out = {1}
-  for p in (2, 3, 5, 7):
-    out |= {n * p**k for n in out for k in range(1, int(math.log(limit, p)) + 1)}
-  return np.array(sorted(n for n in out if n <= limit), np.float32)  # exact: all below 2**24
-
-
-_SMOOTH = _smooth_lengths(1 << 20)
-
-
-def _per_example_flops(spatial, taps, channels, causal: bool, route: str, rounded: bool):
-  """XLA's count of one example's share of `route` (kernel-side work excluded).
-
-  `rounded` applies the integer effects: 7-smooth FFT lengths, channels padded to blocks of 8,
-  XLA's 1x1-conv-to-multiply rewrite; on integer-valued sizes that is XLA's count. Sizes may be
-  JAX scalars (soft sizes, whose values are the crop's integers); without `rounded` the same
-  formula is evaluated without those roundings: a smooth function to differentiate.
-  """
-  xp = array_module(spatial, taps, channels)
-  route = xla_countable_route(route)  # what an FFI call does, in the XLA ops that count it
-  if causal:
-    taps = [xp.minimum(t, s) for s, t in zip(spatial, taps, strict=True)]
-  else:
-    taps = [xp.minimum(t, 2 * s - 1) for s, t in zip(spatial, taps, strict=True)]
-  if route == "direct":
-    pairs = [_valid_pairs(xp, s, t, causal) for s, t in zip(spatial, taps, strict=True)]
-    flops = 2 * channels * math.prod(pairs)
-    if rounded:
-      one_by_one = math.prod(xp.equal(t, 1) for t in taps)
-      flops = xp.where(one_by_one, math.prod(spatial) * channels, flops)
-    return flops
-  if route == "shift":
-    c = -(-channels // _LANES) * _LANES if rounded else channels
-    return (2 * math.prod(taps) - 1) * c * math.prod(spatial)
-  if route != "fft":
-    raise ValueError(f"depthwise_conv: unknown route {route!r}; use 'auto' or {ROUTES}")
-  # FFT length per axis S + max(lo, hi): S + K - 1 causal, S + (K - 1) / 2 centred.
-  ns = [s + (t - 1 if causal else (t - 1) / 2) for s, t in zip(spatial, taps, strict=True)]
-  if rounded and xp is np:
-    ns = [_fast_len(int(n)) for n in ns]
-  elif rounded:
-    smooth = jnp.asarray(_SMOOTH)
-    ns = [smooth[jnp.searchsorted(smooth, jnp.ceil(n))] for n in ns]
-  half = xp.floor(ns[-1] / 2) + 1 if rounded else ns[-1] / 2 + 1
-  n, f = math.prod(ns), math.prod(ns[:-1]) * half
-  log_factor = math.prod(xp.floor(xp.log2(v)) for v in ns)
-  # rfft of x, inverse of X * conj(K) (a complex multiply counts 2).
-  return 8 * log_factor * channels * (n + f) + 2 * channels * f
-
-
-def _is_concrete(*values) -> bool:
-  return array_module(*values) is np and all(
-    float(v) == int(v) for v in jax.tree_util.tree_leaves(values)
-  )
-
-
-def route_cost(resolution, taps, channels, batch_size, causal, route):
-  """Forward FLOPs per example of `route` (kernel-side work excluded), as XLA counts them.
-
-  Integer sizes give the exact count, i.e. ``route_flops`` less the kernel's own transform,
-  divided by the batch. Soft sizes (JAX scalars with the crop's integer values, for the
-  differentiable cost) give the same exact count as the value, with the gradient of the
-  unrounded formula (straight-through) [design].
-  """
-  resolution, taps = tuple(resolution), tuple(taps)
-  if route == "auto":
-    route = resolve_route(resolution, taps, channels, batch_size, causal)
-  if _is_concrete(resolution, taps, channels):
-    resolution, taps, channels = tuple(map(int, resolution)), tuple(map(int, taps)), int(channels)
-    return float(_per_example_flops(resolution, taps, channels, causal, route, rounded=True))
-  value = _per_example_flops(resolution, taps, channels, causal, route, rounded=True)
-  relaxed = _per_example_flops(resolution, taps, channels, causal, route, rounded=False)
-  return relaxed + jax.lax.stop_gradient(value - relaxed)
-
-
-def route_flops(spatial, taps, channels, batch, causal, route) -> float:
-  """Forward FLOPs of `route` as XLA's cost analysis counts them (host-side integer math).
-
-  XLA counts: a grouped conv 2 per (output, tap) pair whose input is inside the image (a 1x1 one
-  is rewritten to a multiply, 1 per element); an FFT ``8 * input elements * prod_d floor(log2
-  n_d)`` (an XLA convention, not the real ~2.5 n log2 n of a real transform); elementwise ops 1
-  per element, a complex multiply 2; slices, pads, transposes, dynamic-update-slices 0; one
-  convert per chunk's cond and one compare per chained predicate (conds: the shift route, and
-  the FFT route with more than one chunk). "native" counts as "shift" (``xla_countable_route``).
-  """
-  spatial, taps = tuple(int(s) for s in spatial), tuple(int(t) for t in taps)
-  c, b = int(channels), int(batch)
-  route = xla_countable_route(resolve_route(spatial, taps, c, b, causal, route))
-  flops = b * _per_example_flops(spatial, taps, c, causal, route, rounded=True)
-  if route == "direct":
-    return float(flops)
-  n_chunks = -(-b // _chunk_size(b, math.prod(spatial) * c * 4))
-  if _BARRIER[route] or n_chunks > 1:
-    flops += 2 * n_chunks - 1  # the chunks' conds
-  if route == "fft":  # the kernel's rfft and conj(K)
-    ns = _fft_shape(spatial, _pads(_cropped_taps(spatial, taps, causal), causal))
-    n, f = math.prod(ns), math.prod(ns[:-1]) * (ns[-1] // 2 + 1)
-    flops += 8 * math.prod(int(math.floor(math.log2(v))) for v in ns) * c * n + c * f
-  return float(flops)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import conv as conv_routes
+from dnarch_jax.conv_flops import route_cost
 from dnarch_jax.masks import array_module
 
 Scalar = Any  # a Python/NumPy number or a JAX scalar
@@ -56,7 +56,7 @@ class BlockSizes:
 
 @dataclasses.dataclass(frozen=True)
 class NetworkSizes:
-  """Everything the cost depends on. Built by ``dnarch_jax.arch.arch_sizes`` / ``soft_sizes``."""
+  """Everything the cost depends on. Built by ``dnarch_jax.sizes.arch_sizes`` / ``soft_sizes``."""
 
   input_size: tuple[int, ...]
   in_channels: int
@@ -94,7 +94,7 @@ def conv_flops(c: ConvSizes, causal: bool, batch_size: int):
   The routes own their cost (``dnarch_jax.conv.route_cost``, exact on integer sizes and
   differentiable on soft ones); the kernel's own transform is excluded (once per batch, small).
   """
-  return conv_routes.route_cost(c.resolution, c.taps, c.channels, batch_size, causal, c.route)
+  return route_cost(c.resolution, c.taps, c.channels, batch_size, causal, c.route)
 
 
 # --- kernel nets ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from dnarch_jax.arch import arch_at_input_size
-from dnarch_jax.steps import arch_cost, evaluate_batches, make_eval_step
+from dnarch_jax.steps import evaluate_batches, flops_and_params, make_eval_step
 
 
 def parse_input_size(text: str) -> tuple[int, ...]:
@@ -75,6 +75,6 @@ def evaluate_run(
     step=run.step,
     checkpoint=which,
     input_size=list(arch.input_size),
-    **arch_cost(arch, cfg, run.batch_size),
+    **flops_and_params(arch, cfg, run.batch_size),
     **metrics,
   )

@@ -32,7 +32,7 @@ Load it with one call::
     model, variables = dnarch_jax.load_exported("OUT")
     logits = model.apply(variables, x_BxSxC)
 
-``OUT/model.jax_export`` is the same network as a portable program (``exported.portable_program``):
+``OUT/model.jax_export`` is the same network as a portable program (``exported.write_export``):
 a serialized ``jax.export.Exported`` with the variables baked in and a symbolic batch dimension,
 lowered for CPU, CUDA and TPU. A program with only ``jax`` (and its optional ``flatbuffers``)
 installed runs it, without dnarch_jax::
@@ -55,30 +55,32 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import conv, cost, mask_kinds, spectral
-from dnarch_jax.arch import Arch, arch_at_input_size, arch_sizes, width_param
+from dnarch_jax import conv_routes, cost, mask_kinds, spectral
+from dnarch_jax.arch import Arch, arch_at_input_size
+from dnarch_jax.arch_params import width_param
 from dnarch_jax.channels import select
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.exported import (
-  PROGRAM_FILE,
-  PROGRAM_PLATFORMS,
+  FORMAT,
+  FORMAT_VERSION,
+  PROGRAM_CONV_ROUTE,
   BlockSpec,
   ConvSpec,
   ExportedCCNN,
   ExportSpec,
-  portable_program,
-  save_exported,
-  write_atomic,
+  write_export,
 )
 from dnarch_jax.model import (
   DNArchCCNN,
   count_params,
   frequency_mask_fns,
 )
+from dnarch_jax.sizes import arch_sizes
 
 
 def export_spec(cfg: ModelConfig, arch: Arch) -> ExportSpec:
@@ -242,8 +244,8 @@ def exported_costs(cfg: ModelConfig, arch: Arch, batch_size: int) -> dict[str, f
 
 def xla_flops(model: ExportedCCNN, variables, batch_size: int) -> float:
   """FLOPs per example XLA counts for the compiled forward pass of the exported network (its
-  native-route convs compiled as their XLA equivalent: ``conv.xla_countable_route``)."""
-  model = model.clone(spec=model.spec.with_conv_route(conv.xla_countable_route))
+  native-route convs compiled as their XLA equivalent: ``conv_routes.xla_countable_route``)."""
+  model = model.clone(spec=model.spec.with_conv_route(conv_routes.xla_countable_route))
   x = jax.ShapeDtypeStruct((batch_size, *model.spec.input_shape), jnp.float32)
   compiled = jax.jit(model.apply).lower(variables, x).compile()
   analysis = compiled.cost_analysis()
@@ -255,6 +257,21 @@ def xla_flops(model: ExportedCCNN, variables, batch_size: int) -> float:
 _LAYER_FIELDS = ("name", "kernel_taps", "width", "hidden_width", "resolution", "route", "flops")
 
 
+@dataclasses.dataclass(frozen=True)
+class NetworkExport:
+  """What a method's converter gives :func:`export_run`: the exported network's spec, variables
+  and architecture (as recorded in ``model.json``), the fields it prints (and records), the
+  module its portable program runs, and the format tag of its ``model.json``."""
+
+  spec: Any
+  variables: dict
+  arch: dict
+  fields: dict
+  program_model: nn.Module
+  format: str = FORMAT
+  version: int = FORMAT_VERSION
+
+
 def export_run(
   workdir: str | os.PathLike,
   out: str | os.PathLike,
@@ -262,19 +279,42 @@ def export_run(
   with_xla: bool = True,
   input_size: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-  """Export a run's discovered network to ``out``; returns what ``dnarch export`` prints.
+  """Export a run's discovered network to ``out``, for any method (its ``export_network``, looked
+  up in ``dnarch_jax.methods``); returns what ``dnarch export`` prints: the folder, the source
+  and its step, the method's fields and the portable program's path.
 
   ``input_size``: export the network for inputs of this size instead of the training one
-  (:func:`dnarch_jax.arch.arch_at_input_size`: the kernels sampled on the new grid).
-
-  Returns the folder, the checkpoint's step, parameters, FLOPs per example (``flops_model`` as
-  ``dnarch summary`` counts the final ``Arch``, ``flops_exported`` without kernel sampling, and
-  XLA's count of the compiled exported forward pass unless ``with_xla`` is off), and the layers.
+  (DNArch: :func:`dnarch_jax.arch.arch_at_input_size`, the kernels sampled on the new grid).
   """
-  from dnarch_jax.restore import restore_dnarch_run
+  from dnarch_jax.methods import method_of_run
+  from dnarch_jax.restore import restore_run
+
+  convert = method_of_run(workdir).load("export_network")
+  run = restore_run(workdir, checkpoint)
+  network = convert(run, with_xla, input_size)
+  result = dict(
+    out=str(pathlib.Path(out).resolve()),
+    workdir=str(pathlib.Path(workdir).resolve()),
+    checkpoint=checkpoint,
+    step=run.step,
+    **network.fields,
+  )
+  info = {k: v for k, v in result.items() if k != "out"}
+  info.update(arch=network.arch, config=json.loads(run.config.to_json()))
+  program = write_export(
+    out, network.spec, network.variables, info, network.program_model, network.format,
+    network.version,
+  )  # fmt: skip
+  return dict(result, program=str(program))
+
+
+def export_network(run, with_xla: bool, input_size: Sequence[int] | None) -> NetworkExport:
+  """DNArch's converter: the run's ``Arch`` (at ``input_size`` if given) as an
+  :class:`ExportedCCNN`. Fields: parameters, FLOPs per example (``flops_model`` as ``dnarch
+  summary`` counts the final ``Arch``, ``flops_exported`` without kernel sampling, and XLA's
+  count of the compiled exported forward pass unless ``with_xla`` is off), and the layers."""
   from dnarch_jax.summary import summarize
 
-  run = restore_dnarch_run(workdir, checkpoint)
   if input_size is not None:
     arch = arch_at_input_size(run.variables["params"], run.cfg, input_size, run.batch_size)
     run = dataclasses.replace(run, arch=arch)
@@ -285,27 +325,13 @@ def export_run(
   stored = count_params(variables["params"])
   if stored != costs["params"]:  # the cost model describes what is stored, or it is wrong
     raise RuntimeError(f"exported {stored} parameters, the cost model counts {costs['params']}")
-  flops_xla = xla_flops(model, variables, run.batch_size) if with_xla else None
-  result = dict(
-    out=str(pathlib.Path(out).resolve()),
-    workdir=str(pathlib.Path(workdir).resolve()),
-    checkpoint=checkpoint,
-    step=run.step,
+  fields = dict(
     **costs,
-    flops_xla=flops_xla,
+    flops_xla=xla_flops(model, variables, run.batch_size) if with_xla else None,
     batch_size=run.batch_size,
     depth=spec.depth,
     stream_width=spec.stream_width,
     layers=[{k: layer[k] for k in _LAYER_FIELDS} for layer in summary["layers"] if layer["active"]],
   )
-  program = dict(
-    file=PROGRAM_FILE,
-    platforms=list(PROGRAM_PLATFORMS),
-    input=["batch", *spec.input_shape],
-    jax_version=jax.__version__,
-  )
-  info = dict(result, arch=run.arch.to_dict(), config=json.loads(run.config.to_json()))
-  info.pop("out")
-  save_exported(out, spec, variables, dict(info, program=program))
-  write_atomic(pathlib.Path(out) / PROGRAM_FILE, portable_program(spec, variables))
-  return dict(result, program=str(pathlib.Path(result["out"]) / PROGRAM_FILE))
+  program_model = ExportedCCNN(spec.with_conv_route(PROGRAM_CONV_ROUTE))
+  return NetworkExport(spec, variables, run.arch.to_dict(), fields, program_model)

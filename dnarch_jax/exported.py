@@ -32,6 +32,7 @@ from flax import serialization
 
 from dnarch_jax import conv, spectral
 from dnarch_jax.config import COMPUTE_DTYPES, HEADS
+from dnarch_jax.conv_routes import ROUTES
 from dnarch_jax.layers import SlicedBatchNorm, SlicedDense
 from dnarch_jax.precision import add_in_float32, multiply_in_float32
 
@@ -118,8 +119,8 @@ class ExportSpec:
       raise ValueError(f"unknown head {d['head']!r}; expected one of {HEADS}")
 
     def conv_spec(c):
-      if c["route"] not in conv.ROUTES:
-        raise ValueError(f"unknown convolution route {c['route']!r}; expected one of {conv.ROUTES}")
+      if c["route"] not in ROUTES:
+        raise ValueError(f"unknown convolution route {c['route']!r}; expected one of {ROUTES}")
       return ConvSpec(tuple(c["taps"]), c["route"], bool(c["use_bias"]))
 
     blocks = tuple(
@@ -312,16 +313,38 @@ def save_exported(
   return out
 
 
-def portable_program(spec: ExportSpec, variables) -> bytes:
-  """The exported network as a serialized ``jax.export.Exported``: ``x [batch, *input_shape]``
-  (float32, batch symbolic) -> logits, variables baked in as constants, every conv on
-  ``PROGRAM_CONV_ROUTE``, lowered for ``PROGRAM_PLATFORMS``. The same function as
-  ``ExportedCCNN(spec).apply(variables, x)`` (the conv route changes the rounding only)."""
-  model = ExportedCCNN(spec.with_conv_route(PROGRAM_CONV_ROUTE))
+def portable_program(model: nn.Module, variables) -> bytes:
+  """``model`` (an exported network, with its ``spec``) as a serialized ``jax.export.Exported``:
+  ``x [batch, *input_shape]`` (float32, batch symbolic) -> logits, variables baked in as
+  constants, lowered for ``PROGRAM_PLATFORMS``."""
   (batch,) = jax.export.symbolic_shape("batch")
-  x = jax.ShapeDtypeStruct((batch, *spec.input_shape), jnp.float32)
+  x = jax.ShapeDtypeStruct((batch, *model.spec.input_shape), jnp.float32)
   apply = jax.jit(lambda x: model.apply(variables, x))
   return jax.export.export(apply, platforms=PROGRAM_PLATFORMS)(x).serialize()
+
+
+def write_export(
+  out,
+  spec,
+  variables,
+  info: Mapping[str, Any],
+  program_model: nn.Module,
+  format: str = FORMAT,
+  version: int = FORMAT_VERSION,
+) -> pathlib.Path:
+  """Write a whole export to ``out``: ``model.json`` (``spec``, ``info`` and the program's
+  description), ``variables.msgpack`` and ``model.jax_export`` (``program_model``'s portable
+  program, with ``variables``); returns the program's path."""
+  program = dict(
+    file=PROGRAM_FILE,
+    platforms=list(PROGRAM_PLATFORMS),
+    input=["batch", *spec.input_shape],
+    jax_version=jax.__version__,
+  )
+  save_exported(out, spec, variables, dict(info, program=program), format, version)
+  path = pathlib.Path(out) / PROGRAM_FILE
+  write_atomic(path, portable_program(program_model, variables))
+  return path.resolve()
 
 
 def write_atomic(path: pathlib.Path, data: bytes) -> None:
@@ -388,8 +411,8 @@ def load_exported(
 
     return _load_variables(path, ExportedDnalNetwork(spec))
   if conv_route is not None:
-    if conv_route != "auto" and conv_route not in conv.ROUTES:
-      raise ValueError(f"conv_route: unknown route {conv_route!r}; use 'auto' or {conv.ROUTES}")
+    if conv_route != "auto" and conv_route not in ROUTES:
+      raise ValueError(f"conv_route: unknown route {conv_route!r}; use 'auto' or {ROUTES}")
     spec = spec.with_conv_route(conv_route)
   return _load_variables(path, ExportedCCNN(spec))
 

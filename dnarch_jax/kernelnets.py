@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from dnarch_jax.channels import Channels, count, select
+from dnarch_jax.config import ModelConfig
 
 # kaiming-uniform with linear gain: U(+-sqrt(3 / fan_in)).
 _kaiming_uniform = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
@@ -148,18 +149,18 @@ class MAGNet(nn.Module):
   features: int
   hidden: int = 32
   num_layers: int = 3
-  omega_0: float = 2976.49
+  omega_0: float = ModelConfig.omega_0
   alpha: float = 6.0
   beta: float = 1.0
   causal: bool = False
-  init_mask_sigma: float = 0.075
+  kernel_sigma_init: float = ModelConfig.kernel_sigma_init
   output_scale: float = 1.0
 
   @nn.compact
   def __call__(self, p_KxD, out_channels: Channels | None = None):
     out_channels = self.features if out_channels is None else out_channels
     _check_inputs("MAGNet", p_KxD, out_channels, self.features)
-    spread = 1.667 * self.init_mask_sigma
+    spread = 1.667 * self.kernel_sigma_init
 
     def gabor(j):
       return GaborFilter(
@@ -216,7 +217,7 @@ def make_kernel_net(
   num_layers: int,
   omega_0: float,
   causal: bool,
-  init_mask_sigma: float,
+  kernel_sigma_init: float,
   initial_positions: int,
   alpha: float = 6.0,
   beta: float = 1.0,
@@ -226,7 +227,7 @@ def make_kernel_net(
   output_scale = math.sqrt(1.0 / initial_positions)
   if kind == "magnet":
     return MAGNet(
-      features, hidden, num_layers, omega_0, alpha, beta, causal, init_mask_sigma, output_scale,
+      features, hidden, num_layers, omega_0, alpha, beta, causal, kernel_sigma_init, output_scale,
       name=name,
     )  # fmt: skip
   if kind == "siren":

@@ -24,6 +24,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from dnarch_jax import conv, grids, masks
 from dnarch_jax.channels import Channels, count, index, select
+from dnarch_jax.config import ModelConfig
 from dnarch_jax.kernelnets import make_kernel_net
 from dnarch_jax.mask_kinds import KERNEL
 from dnarch_jax.precision import accumulation_dtype, add_in_float32, upcast
@@ -192,12 +193,12 @@ class MaskedContinuousConv(nn.Module):
   input_size: Sequence[int]
   causal: bool = False
   learn_size: bool = True
-  sigma_init: float = 0.075
+  kernel_sigma_init: float = ModelConfig.kernel_sigma_init
   threshold: float = masks.DEFAULT_THRESHOLD
   kernel_net: str = "magnet"
   kernel_net_hidden: int = 32
   kernel_net_layers: int = 3
-  omega_0: float = 2976.49
+  omega_0: float = ModelConfig.omega_0
   magnet_alpha: float = 6.0
   magnet_beta: float = 1.0
   initial_positions: int = 1  # taps at the initial crop: the kernel net's output scaling
@@ -251,7 +252,7 @@ class MaskedContinuousConv(nn.Module):
     if not self.learn_size:
       return jnp.ones(p_KxD.shape[:-1], jnp.float32)
     dims = p_KxD.shape[-1]
-    sigma = self.param("arch_sigma", nn.initializers.constant(self.sigma_init), (dims,))
+    sigma = self.param("arch_sigma", nn.initializers.constant(self.kernel_sigma_init), (dims,))
     mu = np.full((dims,), 1.0 if self.causal else 0.0, np.float32)
     return KERNEL.values(p_KxD, mu, sigma, self.threshold)
 
@@ -279,7 +280,7 @@ class MaskedContinuousConv(nn.Module):
       num_layers=self.kernel_net_layers,
       omega_0=self.omega_0,
       causal=self.causal,
-      init_mask_sigma=self.sigma_init,
+      kernel_sigma_init=self.kernel_sigma_init,
       initial_positions=self.initial_positions,
       alpha=self.magnet_alpha,
       beta=self.magnet_beta,

@@ -4,7 +4,7 @@ A mask kind owns everything about its dimension's mask: its parameter (name, sha
 value, box in the search space), how the network applies it, the integer size of the crop its
 extent gives (host floats -> ints for the static ``Arch``; traced scalars -> traced sizes), and
 the size the loss's cost model sees (that crop's size as the value, the gradient of the mask's
-continuous extent: straight-through, [design] in ``arch.soft_sizes``). The model, ``arch``, the
+continuous extent: straight-through, [design] in ``sizes.soft_sizes``). The model, ``arch``, the
 cost and the search space ask the kind; none of them switches on a mask's name.
 
 * :data:`KERNEL` (gaussian over tap positions, ``arch_sigma``): every continuous conv's size.
@@ -185,7 +185,7 @@ class WidthMask:
     low, high = self.bounds(cfg)
     return float(np.max(high - low))
 
-  # Whether a given size can be set (``arch.params_for_arch``): sizes, not subsets, are crops.
+  # Whether a given size can be set (``crops.params_for_arch``): sizes, not subsets, are crops.
   sizes_settable: bool = True
 
 

@@ -10,8 +10,9 @@ on first use (``dnarch --help`` and ``dnarch predict`` stay free of the training
 * ``evaluate_run(workdir, split, which, input_size) -> metrics``;
 * ``describe_config(config, with_xla) -> (summary, text)``: the initial network's table;
 * ``describe_run(workdir, which, with_xla) -> (summary, text)``: a checkpoint's network;
-* ``export_run(workdir, out, which, with_xla, input_size) -> summary``: the found network as a
-  plain Linen network and a portable ``jax.export`` program.
+* ``export_network(run, with_xla, input_size) -> export.NetworkExport``: the restored run's
+  network as a plain Linen network (``dnarch_jax.export.export_run`` writes it and its portable
+  ``jax.export`` program).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Method:
   evaluate_run: str
   describe_config: str
   describe_run: str
-  export_run: str
+  export_network: str
 
   def load(self, role: str) -> Callable:
     module, function = getattr(self, role).split(":")
@@ -46,16 +47,16 @@ METHODS = {
     evaluate_run="dnarch_jax.evaluate:evaluate_run",
     describe_config="dnarch_jax.summary:describe_config",
     describe_run="dnarch_jax.summary:describe_run",
-    export_run="dnarch_jax.export:export_run",
+    export_network="dnarch_jax.export:export_network",
   ),
   "dnal": Method(
     name="dnal",
     train="dnarch_jax.dnal.train:train",
     restore_run="dnarch_jax.dnal.train:restore_dnal_run",
-    evaluate_run="dnarch_jax.dnal.train:evaluate_run",
+    evaluate_run="dnarch_jax.dnal.train:evaluate_dnal_run",
     describe_config="dnarch_jax.dnal.summary:describe_config",
     describe_run="dnarch_jax.dnal.summary:describe_run",
-    export_run="dnarch_jax.dnal.export:export_run",
+    export_network="dnarch_jax.dnal.export:export_dnal_network",
   ),
 }
 

@@ -32,11 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnarch_jax import mask_kinds, spectral
-from dnarch_jax.arch import (
-  Arch,
-  BlockArch,
-  initial_arch,
-)
+from dnarch_jax.arch import Arch, BlockArch, initial_arch
 from dnarch_jax.channels import Channels
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.layers import MaskedContinuousConv, SlicedBatchNorm, SlicedDense, channel_dropout
@@ -74,7 +70,7 @@ def _conv(
     input_size=cfg.input_size,
     causal=cfg.causal,
     learn_size=cfg.learn_kernel,
-    sigma_init=cfg.kernel_sigma_init,
+    kernel_sigma_init=cfg.kernel_sigma_init,
     threshold=cfg.threshold,
     kernel_net=cfg.kernel_net,
     kernel_net_hidden=cfg.kernel_net_hidden,

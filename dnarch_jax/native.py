@@ -15,7 +15,7 @@ Both compute by direct summation (register tiles, ``csrc/depthwise_conv_kernels.
 ``fft=True`` (1D only) by power-of-two FFTs along the sequence, 16 channels per complex
 transform (``csrc/fft_conv_kernels.inc``): ``conv``'s "native_fft" route.
 
-XLA's cost analysis counts a custom call as 0 FLOPs; ``conv.route_flops`` says what to count.
+XLA's cost analysis counts a custom call as 0 FLOPs; ``conv_flops.route_flops`` says what to count.
 
 Sharding: each call is a ``custom_partitioning`` op whose rule keeps the batch axis as the
 operands have it (``P("data")`` under ``dnarch_jax.sharding``) and replicates the rest, so

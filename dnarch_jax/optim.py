@@ -15,26 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dnarch_jax.config import ARCH_PARAM_DIMENSIONS
+from dnarch_jax.arch_params import ARCH_PREFIX, arch_dimension, is_arch_param
 
 ARCH, WEIGHTS = "arch", "weights"
-ARCH_PREFIX = "arch_"
-
-
-def _leaf_name(path) -> str:
-  last = path[-1]
-  return str(getattr(last, "key", getattr(last, "name", last)))
-
-
-def is_arch_param(path) -> bool:
-  """Whether the parameter at pytree ``path`` is an architecture parameter (named ``arch_*``)."""
-  return _leaf_name(path).startswith(ARCH_PREFIX)
-
-
-def arch_dimension(path) -> str:
-  """The dimension (kernel, width, resolution, depth) of the architecture parameter at ``path``;
-  ``"other"`` for an ``arch_*`` name outside DNArch's masks (a user's own)."""
-  return ARCH_PARAM_DIMENSIONS.get(_leaf_name(path), "other")
 
 
 def param_labels(params):

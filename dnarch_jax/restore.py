@@ -41,7 +41,6 @@ def restore_dnarch_run(workdir: str | os.PathLike, checkpoint: str = "best") -> 
   of a run, restored onto one device. Needs no data and compiles no model: the target tree comes
   from ``jax.eval_shape`` of the model's initialisation and the run's optimiser."""
   from dnarch_jax import workdir as workdir_lib
-  from dnarch_jax.checkpoint import Checkpointer
   from dnarch_jax.experiment import run_model_config
   from dnarch_jax.loop import load_run_config
   from dnarch_jax.optim import make_optimizer
@@ -65,19 +64,28 @@ def restore_dnarch_run(workdir: str | os.PathLike, checkpoint: str = "best") -> 
   abstract_vars = jax.eval_shape(lambda r: model.init(r, x, full, train=False), key)
   # Schedules are closures: the optimiser state's structure does not depend on the step counts.
   tx = make_optimizer(dict(config.optim), abstract_vars["params"], 1, 1)
-  abstract_state = jax.eval_shape(lambda v, r: create_train_state(v, tx, r), abstract_vars, key)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract_state = jax.tree_util.tree_map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_state
-  )
-  ckpt = Checkpointer(workdir / "checkpoints")
-  try:
-    state, meta, step = ckpt.restore_for_reading(abstract_state, checkpoint)
-  finally:
-    ckpt.close()
+  make_state = lambda r: create_train_state(model.init(r, x, full, train=False), tx, r)
+  state, meta, step = restore_checkpoint(workdir, make_state, checkpoint)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   arch = Arch.from_dict(meta["arch"])
   return TrainedRun(config, cfg, variables, arch, int(step), checkpoint, config.data.batch_size)
+
+
+def restore_checkpoint(workdir: pathlib.Path, make_state, which: str):
+  """``(state, meta, step)`` of the workdir's ``which`` checkpoint, onto one device: the target
+  tree is ``jax.eval_shape(make_state, key)`` (shapes only; nothing is computed or compiled)."""
+  from dnarch_jax.checkpoint import Checkpointer
+
+  abstract = jax.eval_shape(make_state, jax.random.key(0))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree_util.tree_map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract
+  )
+  checkpointer = Checkpointer(workdir / "checkpoints")
+  try:
+    return checkpointer.restore_for_reading(abstract, which)
+  finally:
+    checkpointer.close()
 
 
 def restore_run(workdir: str | os.PathLike, checkpoint: str = "best"):

@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnarch_jax import mask_kinds
+from dnarch_jax.arch_params import is_arch_param
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.optim import is_arch_param
 
 DIMENSIONS = ("kernel", "width", "resolution", "depth")
 

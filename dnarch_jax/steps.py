@@ -19,10 +19,12 @@ import numpy as np
 import optax
 
 from dnarch_jax import cost, search_space
-from dnarch_jax.arch import Arch, arch_sizes, soft_sizes
+from dnarch_jax.arch import Arch
+from dnarch_jax.arch_params import arch_dimension, is_arch_param
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.model import DNArchCCNN, compiler_options
-from dnarch_jax.optim import arch_dimension, is_arch_param, l2_norm_regulariser
+from dnarch_jax.optim import l2_norm_regulariser
+from dnarch_jax.sizes import arch_sizes, soft_sizes
 
 
 @flax.struct.dataclass
@@ -224,7 +226,7 @@ def evaluate_batches(eval_step, variables: dict, batches, arch: Arch) -> dict[st
   return metrics
 
 
-def arch_cost(arch: Arch, cfg: ModelConfig, batch_size: int) -> dict[str, float]:
+def flops_and_params(arch: Arch, cfg: ModelConfig, batch_size: int) -> dict[str, float]:
   """Reported FLOPs per example and parameters of ``arch`` (integer sizes)."""
   sizes = arch_sizes(arch, cfg, batch_size)
   return {"flops": float(cost.flops(sizes)), "params": float(cost.params(sizes))}

@@ -13,19 +13,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dnarch_jax import conv, cost
-from dnarch_jax.arch import Arch, arch_sizes
+from dnarch_jax import conv_routes, cost
+from dnarch_jax.arch import Arch
 from dnarch_jax.config import ModelConfig
 from dnarch_jax.model import DNArchCCNN, count_params
+from dnarch_jax.sizes import arch_sizes
 
 
 def xla_forward_flops(cfg: ModelConfig, variables, arch: Arch, batch_size: int) -> float:
   """FLOPs per example XLA counts for the compiled forward pass of ``arch`` (eval mode).
 
   Convs on the native route are compiled on the shift route for the count (same arithmetic;
-  XLA counts an FFI call as 0: ``conv.xla_countable_route``).
+  XLA counts an FFI call as 0: ``conv_routes.xla_countable_route``).
   """
-  arch = arch.with_conv_routes(conv.xla_countable_route)
+  arch = arch.with_conv_routes(conv_routes.xla_countable_route)
   model = DNArchCCNN(cfg)
   x = jax.ShapeDtypeStruct((batch_size, *cfg.input_size, cfg.in_channels), jnp.float32)
   compiled = (

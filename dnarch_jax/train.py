@@ -30,15 +30,10 @@ import ml_collections
 
 from dnarch_jax import budget as budget_lib
 from dnarch_jax import hostmem, search_space, sharding
-from dnarch_jax.arch import (
-  Arch,
-  bucket_boundaries,
-  compute_arch,
-  flat_arch_params,
-  load_arch,
-  params_for_arch,
-)
+from dnarch_jax.arch import Arch, compute_arch, load_arch
+from dnarch_jax.arch_params import flat_arch_params
 from dnarch_jax.config import ModelConfig, add_loop_fields
+from dnarch_jax.crops import bucket_boundaries, params_for_arch
 from dnarch_jax.data import pipeline_from_config
 from dnarch_jax.experiment import run_model_config
 from dnarch_jax.loop import RunLoop, check_finite, validate_loop_fields

@@ -28,7 +28,7 @@ from typing import Any
 
 import ml_collections
 
-from dnarch_jax.config import add_loop_fields, learn, model_block, optim_block
+from dnarch_jax.config import ModelConfig, add_loop_fields, learn, model_block, optim_block
 from dnarch_jax.data import TASKS, default_data_config
 
 VARIANTS = ("ccnn_4_140", "ccnn_6_380", "dnarch_k", "dnarch", "dnarch_b25", "dnarch_p50", "smoke")
@@ -47,7 +47,7 @@ class CCNNRun:
   batch_size: int
   epochs: float
   input_dropout: float = 0.0
-  kernel_sigma_init: float = 0.075
+  kernel_sigma_init: float = ModelConfig.kernel_sigma_init
   augment: bool | None = None  # None: the task's default
 
 
@@ -135,6 +135,6 @@ def experiment_config(
     dimensions, metric, fraction = _DNARCH_VARIANTS[variant]
     learn(config.model, *(d for d in dimensions if d in learnable))
     # DNArch searches from the usual initial crop, whatever the CCNN row started from.
-    config.model.kernel_sigma_init = 0.075
+    config.model.kernel_sigma_init = ModelConfig.kernel_sigma_init
     config.budget.update(metric=metric, fraction=fraction)
   return config

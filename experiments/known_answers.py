@@ -255,7 +255,7 @@ def arch_params_for(task: Task, cfg, size: int) -> dict:
   The kernel task's size is the receptive field, split evenly between the stem and the blocks.
   """
   from dnarch_jax import search_space
-  from dnarch_jax.arch import initial_arch_params
+  from dnarch_jax.arch_params import initial_arch_params
 
   p = initial_arch_params(cfg)
   if task.dimension == "kernel":

@@ -163,8 +163,9 @@ def uniform_arch(row: Row, extra: list[str]):
   """The largest uniform shrink of the maximal network within the budget, and its factor."""
   import jax
 
-  from dnarch_jax.arch import compute_arch, params_with_sizes
+  from dnarch_jax.arch import compute_arch
   from dnarch_jax.budget import arch_cost
+  from dnarch_jax.crops import params_with_sizes
   from dnarch_jax.model import init_variables
 
   _, cfg, batch = load(row, base_overrides(row, extra))

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from dnarch_jax import search_space
-from dnarch_jax.arch import Arch, compute_arch, load_arch, params_for_arch, sizes_of
+from dnarch_jax.arch import Arch, compute_arch, load_arch, sizes_of
 from dnarch_jax.config import load_config
+from dnarch_jax.crops import params_for_arch
 from dnarch_jax.experiment import run_model_config
 from dnarch_jax.model import init_variables
 from dnarch_jax.train import Trainer

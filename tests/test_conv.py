@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax import conv
+from dnarch_jax import conv, conv_flops, conv_routes
 
-ROUTES = conv.ROUTES
+ROUTES = conv_routes.ROUTES
 # Routes whose work XLA's cost analysis sees ("native" is an FFI call it counts as 0).
 XLA_ROUTES = ("direct", "fft", "shift")
 
@@ -104,7 +104,7 @@ def test_batches_in_several_chunks_match_direct(case, route, monkeypatch):
   assert rel_err(dx, dx_ref) < 1e-4 and rel_err(dk, dk_ref) < 1e-4
   f = jax.jit(lambda x, k: conv.depthwise_conv(x, k, causal=causal, route=route))
   xla = f.lower(x, k).compile().cost_analysis()["flops"]
-  ours = conv.route_flops(spatial, taps, CHANNELS, batch, causal, route)
+  ours = conv_flops.route_flops(spatial, taps, CHANNELS, batch, causal, route)
   assert abs(ours / xla - 1) < 0.02, (ours, xla)
 
 
@@ -122,7 +122,7 @@ def test_route_flops_match_xla_cost_analysis(sizes, route):
     k = jax.ShapeDtypeStruct((*taps, channels), jnp.float32)
     f = jax.jit(lambda x, k, c=causal: conv.depthwise_conv(x, k, causal=c, route=route))
     xla = f.lower(x, k).compile().cost_analysis()["flops"]
-    ours = conv.route_flops(spatial, taps, channels, batch, causal, route)
+    ours = conv_flops.route_flops(spatial, taps, channels, batch, causal, route)
     assert abs(ours / xla - 1) < 0.02, (spatial, taps, ours, xla)
 
 
@@ -155,12 +155,12 @@ def test_resolve_route_is_host_side_and_concrete():
     ((784,), (784,), True),
     ((32, 32), (33, 33), False),
   ]:
-    r = conv.resolve_route(spatial, taps, 140, 100, causal)
+    r = conv_routes.resolve_route(spatial, taps, 140, 100, causal)
     assert r in ROUTES
-    assert conv.resolve_route(spatial, taps, 140, 100, causal, r) == r
-    assert conv.route_flops(spatial, taps, 140, 100, causal, "auto") == conv.route_flops(
-      spatial, taps, 140, 100, causal, r
-    )
+    assert conv_routes.resolve_route(spatial, taps, 140, 100, causal, r) == r
+    assert conv_flops.route_flops(
+      spatial, taps, 140, 100, causal, "auto"
+    ) == conv_flops.route_flops(spatial, taps, 140, 100, causal, r)
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from dnarch_jax import cost, search_space
-from dnarch_jax.arch import arch_params, arch_sizes, compute_arch, soft_sizes
+from dnarch_jax.arch import compute_arch
+from dnarch_jax.arch_params import arch_params
 from dnarch_jax.cli import main
 from dnarch_jax.config import ModelConfig, load_config, validate
 from dnarch_jax.experiment import run_model_config
 from dnarch_jax.model import init_variables
+from dnarch_jax.sizes import arch_sizes, soft_sizes
 from dnarch_jax.summary import xla_forward_flops
 
 

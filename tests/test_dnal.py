@@ -16,19 +16,20 @@ from dnarch_jax import events, masks, report
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 from dnarch_jax.dnal import gates
+from dnarch_jax.dnal import train as dnal_train
 from dnarch_jax.dnal.arch import (
   GATE_PARAM,
   DnalArch,
-  arch_cost,
   arch_gates,
+  dnal_cost,
   full_arch,
   gated_layers,
   network_cost,
   prune,
-  soft_cost,
+  soft_gate_cost,
 )
 from dnarch_jax.dnal.config import net_config, run_net_config
-from dnarch_jax.dnal.models import build_model, init_variables, resnet_plan
+from dnarch_jax.dnal.models import build_model, init_dnal_variables, resnet_plan
 from dnarch_jax.dnal.summary import xla_forward_flops
 from dnarch_jax.dnal.train import DnalTrainer
 from dnarch_jax.exported import load_exported
@@ -48,7 +49,7 @@ SMALL = {
 def small(kind: str):
   """A small network of each family (16x16x3 input, 5 classes) and its variables."""
   cfg = net_config(dict(SMALL[kind], threshold=0.5), (16, 16, 3), 5)
-  return cfg, init_variables(cfg, jax.random.key(0))
+  return cfg, init_dnal_variables(cfg, jax.random.key(0))
 
 
 def randomized(variables, seed: int):
@@ -177,7 +178,7 @@ def test_every_stage_moves_only_its_own_parameters():
   from dnarch_jax.dnal.steps import StageOptim, create_state, make_train_step, make_tx
 
   cfg = net_config(dict(kind="vgg", layers=(4, "M", 4), classifier=(4,)), (8, 8, 3), 5)
-  variables = init_variables(cfg, jax.random.key(0))
+  variables = init_dnal_variables(cfg, jax.random.key(0))
   optim = StageOptim(lr=0.1, momentum=0.9, weight_decay=1e-4, steps=4)
   state = create_state(variables, make_tx(optim), make_tx(optim))
   batch = {"input": jax.random.normal(jax.random.key(3), (4, 8, 8, 3)), "label": jnp.arange(4)}
@@ -203,7 +204,7 @@ def test_baselines_match_the_papers_sizes(capsys):
   paper = {VGG16: (313.47e6, 14.99e6), RESNET56: (125.49e6, 0.85e6)}
   for path, (macs, params) in paper.items():
     cfg = run_net_config(load_config(f"{path}:baseline"))
-    cost = arch_cost(cfg, full_arch(cfg))
+    cost = dnal_cost(cfg, full_arch(cfg))
     assert abs(cost["macs"] / macs - 1) < 0.02 and abs(cost["params"] / params - 1) < 0.02
   assert main(["summary", "--config", f"{VGG16}:baseline", "--json", "--no-xla"]) == 0
   summary = json.loads(capsys.readouterr().out)
@@ -218,10 +219,10 @@ def test_one_cost_formula_for_soft_gates_and_pruned_networks(kind):
   arch = prune(params, cfg, 1e4)
   # On 0/1 gates the formula gives the pruned network's integer sizes ...
   on_gates = network_cost(cfg, [jnp.asarray(g) for g in arch_gates(cfg, arch)])
-  assert float(on_gates["macs"]) == arch_cost(cfg, arch)["macs"]
-  assert arch_cost(cfg, arch)["macs"] < arch_cost(cfg, full_arch(cfg))["macs"]
+  assert float(on_gates["macs"]) == dnal_cost(cfg, arch)["macs"]
+  assert dnal_cost(cfg, arch)["macs"] < dnal_cost(cfg, full_arch(cfg))["macs"]
   # ... and on soft gates it is differentiable in every gate logit.
-  grads = jax.grad(lambda p: soft_cost(p, cfg, 1.0)["macs"])(params)
+  grads = jax.grad(lambda p: soft_gate_cost(p, cfg, 1.0)["macs"])(params)
   flat = jax.tree_util.tree_flatten_with_path(grads)[0]
   gate_grads = [g for path, g in flat if path[-1].key == GATE_PARAM]
   assert len(gate_grads) == len(gated_layers(cfg))
@@ -296,7 +297,7 @@ def test_variants_and_bad_configs():
     run_net_config(load_config(f"{RESNET56}:dnal", ["model.widths=(16, 8, 4)"]))
 
 
-def test_cli_trains_evaluates_and_resumes_a_dnal_run(tmp_path, capsys):
+def test_cli_trains_evaluates_and_resumes_a_dnal_run(tmp_path, capsys, monkeypatch):
   workdir = str(tmp_path / "run")
   assert main(["train", "--config", MNIST_SMOKE, "--workdir", workdir]) == 0
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["status"] == "completed"
@@ -329,6 +330,8 @@ def test_cli_trains_evaluates_and_resumes_a_dnal_run(tmp_path, capsys):
   assert exported["widths"] == metrics["widths"] and exported["macs"] == metrics["macs"]
   model, variables = load_exported(out)
   x = np.random.default_rng(0).normal(size=(3, 28, 28, 1)).astype(np.float32)
+  # Reading a run opens no data: the stage lengths come from the checkpoint.
+  monkeypatch.setattr(dnal_train, "split_from_config", lambda *a: pytest.fail("opened data"))
   run = restore_run(workdir)
   delta = run.config.dnal.delta_end  # the pruned network's frozen gates
   trained = build_model(run.cfg).apply(run.variables, x, run.arch, "hard", delta, train=False)

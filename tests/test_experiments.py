@@ -13,7 +13,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from dnarch_jax import budget, search_space
-from dnarch_jax.arch import initial_arch, initial_arch_params
+from dnarch_jax.arch import initial_arch
+from dnarch_jax.arch_params import initial_arch_params
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 from dnarch_jax.data import sources

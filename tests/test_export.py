@@ -12,11 +12,12 @@ import pytest
 
 from dnarch_jax import cost, export, restore
 from dnarch_jax import exported as exported_lib
-from dnarch_jax.arch import arch_at_input_size, arch_sizes, compute_arch, initial_arch
+from dnarch_jax.arch import arch_at_input_size, compute_arch, initial_arch
 from dnarch_jax.cli import main
 from dnarch_jax.config import WIDTH_MASKS, ModelConfig, load_config, validate
 from dnarch_jax.data import pipeline_from_config
 from dnarch_jax.model import DNArchCCNN, count_params
+from dnarch_jax.sizes import arch_sizes
 from dnarch_jax.summary import summarize
 from dnarch_jax.train import Trainer
 

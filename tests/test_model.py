@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax.arch import Arch, arch_params, compute_arch, initial_arch, initial_arch_params
+from dnarch_jax.arch import Arch, compute_arch, initial_arch
+from dnarch_jax.arch_params import arch_params, initial_arch_params
 from dnarch_jax.config import ModelConfig, validate
 from dnarch_jax.model import DNArchCCNN, compiler_options, init_variables
 

@@ -12,8 +12,9 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 from test_conv import inputs, reference, rel_err
 
-from dnarch_jax import conv, native
-from dnarch_jax.arch import compute_arch, initial_arch_params
+from dnarch_jax import conv, conv_flops, conv_routes, native
+from dnarch_jax.arch import compute_arch
+from dnarch_jax.arch_params import initial_arch_params
 from dnarch_jax.config import load_config
 from dnarch_jax.experiment import run_model_config
 from dnarch_jax.model import init_variables
@@ -141,7 +142,7 @@ def test_fft_is_1d_only():
 
 
 def test_auto_picks_the_native_routes():
-  pick = lambda spatial, taps: conv.resolve_route(spatial, taps, 140, 100, len(spatial) == 1)
+  pick = lambda spatial, taps: conv_routes.resolve_route(spatial, taps, 140, 100, len(spatial) == 1)
   assert pick((784,), (65,)) == "native"
   assert pick((784,), (257,)) == "native"  # FFT size 2048: about equal, the direct one
   assert pick((784,), (129,)) == "native_fft"  # FFT size 1024: about equal, the FFT
@@ -154,8 +155,8 @@ def test_flops_count_native_routes_as_their_xla_twins():
   for spatial, taps, causal in [((784,), (65,), True), ((32, 32), (5, 5), False)]:
     args = (spatial, taps, 140, 64, causal)
     for route, twin in (("native", "shift"), ("native_fft", "fft")):
-      assert conv.route_flops(*args, route) == conv.route_flops(*args, twin)
-      assert conv.route_cost(*args, route) == conv.route_cost(*args, twin)
+      assert conv_flops.route_flops(*args, route) == conv_flops.route_flops(*args, twin)
+      assert conv_flops.route_cost(*args, route) == conv_flops.route_cost(*args, twin)
   # The summary's XLA count compiles native layers as shift: the same count either way.
   config = load_config("experiments/smnist.py:smoke")
   cfg = run_model_config(config)

@@ -7,8 +7,10 @@ import optax
 import pytest
 
 from dnarch_jax import grids, search_space
-from dnarch_jax.arch import bucket_boundaries, compute_arch, flat_arch_params
+from dnarch_jax.arch import compute_arch
+from dnarch_jax.arch_params import flat_arch_params
 from dnarch_jax.config import ModelConfig, validate
+from dnarch_jax.crops import bucket_boundaries
 from dnarch_jax.model import init_variables
 from dnarch_jax.optim import make_optimizer, param_labels
 

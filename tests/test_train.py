@@ -14,11 +14,11 @@ import pytest
 
 from dnarch_jax import budget as budget_lib
 from dnarch_jax import events, report
+from dnarch_jax.arch_params import is_arch_param
 from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 from dnarch_jax.loop import NonFiniteLossError, _all_finite
-from dnarch_jax.optim import is_arch_param
 from dnarch_jax.train import Trainer
 from dnarch_jax.workdir import WorkdirError, WorkdirMismatchError
 

@@ -216,14 +216,14 @@ def network_cost(cfg: NetConfig, gate_vectors: Sequence) -> dict[str, Any]:
   return dict(out, layers=layers)
 
 
-def arch_cost(cfg: NetConfig, arch: DnalArch) -> dict[str, float]:
+def dnal_cost(cfg: NetConfig, arch: DnalArch) -> dict[str, float]:
   """Integer MACs (and FLOPs = 2 MACs) and parameters per image of what ``arch`` computes."""
   cost = network_cost(cfg, arch_gates(cfg, arch))
   macs = float(cost["macs"])
   return {"macs": macs, "flops": 2.0 * macs, "params": float(cost["params"])}
 
 
-def soft_cost(params, cfg: NetConfig, delta) -> dict[str, Any]:
+def soft_gate_cost(params, cfg: NetConfig, delta) -> dict[str, Any]:
   """Differentiable MACs and parameters from the gates ``sigmoid(delta s)``."""
   cost = network_cost(cfg, soft_gates(params, cfg, delta))
   return {"macs": cost["macs"], "params": cost["params"]}

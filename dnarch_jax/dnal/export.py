@@ -1,7 +1,8 @@
 """Export a DNAL run's network: the pruned CNN its checkpoint holds, for ``dnarch predict`` and
 for programs with only JAX installed.
 
-``export_run(workdir, out)`` writes, like DNArch's export (``dnarch_jax.export``):
+``dnarch_jax.export.export_run(workdir, out)`` writes, with :func:`export_dnal_network` as the
+converter:
 
 * ``model.json``: the format tag ``dnarch_jax.dnal_export``, the :class:`DnalExportSpec` (the
   unpruned ``NetConfig``, the ``DnalArch`` of kept channels, the frozen gates' ``delta``), the
@@ -22,17 +23,13 @@ program bakes the gathered weights in).
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from dnarch_jax.dnal.arch import DnalArch, arch_cost
+from dnarch_jax.dnal.arch import DnalArch, dnal_cost
 from dnarch_jax.dnal.config import NetConfig
 from dnarch_jax.dnal.models import VGG, ResNet
 from dnarch_jax.exported import DNAL_FORMAT as FORMAT
@@ -88,58 +85,26 @@ def _nest(variables) -> dict:
   return {k: {"network": v} for k, v in variables.items()}
 
 
-def export_run(
-  workdir: str | os.PathLike,
-  out: str | os.PathLike,
-  checkpoint: str = "best",
-  with_xla: bool = True,
-  input_size: Sequence[int] | None = None,
-) -> dict[str, Any]:
-  """Export a DNAL run's network to ``out``; returns what ``dnarch export`` prints."""
-  from dnarch_jax import exported
+def export_dnal_network(run, with_xla: bool, input_size: Sequence[int] | None):
+  """DNAL's converter for ``dnarch_jax.export.export_run``: the checkpoint's network (pruned
+  once the architecture stage is over) as an :class:`ExportedDnalNetwork`. Fields: the network
+  mode, the kept widths, MACs, FLOPs and parameters, and XLA's FLOPs unless ``with_xla`` is off."""
   from dnarch_jax.dnal import gates as gates_lib
   from dnarch_jax.dnal.summary import xla_forward_flops
   from dnarch_jax.dnal.train import stage_delta
-  from dnarch_jax.restore import restore_run
+  from dnarch_jax.export import NetworkExport
 
   if input_size is not None:
     raise ValueError("--input_size: DNAL's CNNs run at their training size only")
-  run = restore_run(workdir, checkpoint)
   mode, arch_step = gates_lib.mode_after(run.step, run.lengths)
   delta = stage_delta(run.config, run.lengths, "soft" if mode == "soft" else "hard", arch_step)
   spec = DnalExportSpec(run.cfg, run.arch, mode, float(delta))
-  variables = _nest(run.variables)
-  costs = arch_cost(run.cfg, run.arch)
-  result = dict(
-    out=str(pathlib.Path(out).resolve()),
-    workdir=str(pathlib.Path(workdir).resolve()),
-    checkpoint=checkpoint,
-    step=run.step,
+  fields = dict(
     network=mode,
     widths=list(run.arch.widths),
-    **costs,
+    **dnal_cost(run.cfg, run.arch),
     flops_xla=xla_forward_flops(run.cfg, run.variables, run.arch) if with_xla else None,
   )
-  program = dict(
-    file=exported.PROGRAM_FILE,
-    platforms=list(exported.PROGRAM_PLATFORMS),
-    input=["batch", *spec.input_shape],
-    jax_version=jax.__version__,
-  )
-  info = {k: v for k, v in result.items() if k != "out"}
-  info.update(program=program, config=json.loads(run.config.to_json()))
-  exported.save_exported(out, spec, variables, info, FORMAT, FORMAT_VERSION)
-  program_path = pathlib.Path(out) / exported.PROGRAM_FILE
-  exported.write_atomic(program_path, portable_program(spec, variables))
-  return dict(result, program=str(program_path.resolve()))
-
-
-def portable_program(spec: DnalExportSpec, variables) -> bytes:
-  """The network as a serialized ``jax.export.Exported`` (batch symbolic, variables baked in)."""
-  from dnarch_jax.exported import PROGRAM_PLATFORMS
-
   model = ExportedDnalNetwork(spec)
-  (batch,) = jax.export.symbolic_shape("batch")
-  x = jax.ShapeDtypeStruct((batch, *spec.input_shape), jnp.float32)
-  apply = jax.jit(lambda x: model.apply(variables, x))
-  return jax.export.export(apply, platforms=PROGRAM_PLATFORMS)(x).serialize()
+  arch = run.arch.to_dict()
+  return NetworkExport(spec, _nest(run.variables), arch, fields, model, FORMAT, FORMAT_VERSION)

@@ -204,7 +204,7 @@ def _init_fn(cfg: NetConfig, batch_size: int):
   return jax.jit(lambda r: model.init(r, x, arch, "soft", jnp.float32(1.0), train=False))
 
 
-def init_variables(cfg: NetConfig, rng, batch_size: int = 2):
+def init_dnal_variables(cfg: NetConfig, rng, batch_size: int = 2):
   """Parameters (gate logits 0) and batch statistics at their maximal shapes. The compiled
   initialiser is cached per configuration: a resumed run in the same process reuses it."""
   return _init_fn(cfg, batch_size)(rng)

@@ -26,11 +26,12 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from dnarch_jax.arch_params import ARCH_PREFIX
 from dnarch_jax.dnal import gates as gates_lib
-from dnarch_jax.dnal.arch import DnalArch, gate_logits, soft_cost
+from dnarch_jax.dnal.arch import DnalArch, gate_logits, soft_gate_cost
 from dnarch_jax.dnal.config import NetConfig
 from dnarch_jax.dnal.models import build_model
-from dnarch_jax.optim import ARCH, ARCH_PREFIX, WEIGHTS
+from dnarch_jax.optim import ARCH, WEIGHTS
 from dnarch_jax.steps import cross_entropy
 
 SCHEDULES = ("cosine", "constant")
@@ -129,7 +130,7 @@ def make_train_step(cfg: NetConfig, stage: str, optim: StageOptim, lambda_a: flo
     if stage == "arch":
       sparsity = gates_lib.sparsity_loss(gate_logits(params, cfg), lambda_a)
       loss = loss + sparsity
-      soft = soft_cost(params, cfg, delta)
+      soft = soft_gate_cost(params, cfg, delta)
       metrics.update(sparsity=sparsity, macs_soft=soft["macs"], params_soft=soft["params"])
     metrics["loss"] = loss
     return loss, (metrics, updates["batch_stats"])

@@ -104,10 +104,10 @@ def describe_config(config, with_xla: bool = True) -> tuple[dict[str, Any], str]
   parameters."""
   from dnarch_jax.dnal.arch import full_arch
   from dnarch_jax.dnal.config import run_net_config
-  from dnarch_jax.dnal.models import init_variables
+  from dnarch_jax.dnal.models import init_dnal_variables
 
   cfg = run_net_config(config)
-  variables = init_variables(cfg, jax.random.key(int(config.get("seed", 0))))
+  variables = init_dnal_variables(cfg, jax.random.key(int(config.get("seed", 0))))
   summary = summarize(cfg, variables, full_arch(cfg), with_xla=with_xla)
   title = f"DNAL {cfg.kind}, input {cfg.input_size}x{cfg.in_channels}, {cfg.num_classes} classes"
   return summary, title + "\n" + format_table(summary)

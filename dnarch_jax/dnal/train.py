@@ -35,13 +35,12 @@ import numpy as np
 
 from dnarch_jax import sharding
 from dnarch_jax import workdir as workdir_lib
-from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.config import LOOP_DEFAULTS
 from dnarch_jax.data import pipeline_from_config, split_from_config
 from dnarch_jax.dnal import gates as gates_lib
-from dnarch_jax.dnal.arch import DnalArch, arch_cost, full_arch, prune
+from dnarch_jax.dnal.arch import DnalArch, dnal_cost, full_arch, prune
 from dnarch_jax.dnal.config import NetConfig, run_net_config
-from dnarch_jax.dnal.models import init_variables
+from dnarch_jax.dnal.models import init_dnal_variables
 from dnarch_jax.dnal.steps import (
   SCHEDULES,
   DnalState,
@@ -53,6 +52,7 @@ from dnarch_jax.dnal.steps import (
   restart_optimizer,
 )
 from dnarch_jax.loop import RunLoop, load_run_config, validate_loop_fields
+from dnarch_jax.restore import restore_checkpoint
 
 log = logging.getLogger("dnarch")
 DNAL_FIELDS = ("lambda_a", "delta_start", "delta_end") + tuple(
@@ -118,7 +118,7 @@ class DnalTrainer(RunLoop):
     self.final_stage = gates_lib.stage_at(self.total_steps - 1, self.lengths)[0]
     self.optims = stage_optims(config, self.lengths)
     self.lambda_a = float(config.dnal.lambda_a)
-    variables = init_variables(self.cfg, jax.random.key(config.seed))
+    variables = init_dnal_variables(self.cfg, jax.random.key(config.seed))
     self.state: DnalState = sharding.replicate(create_state_for(variables, self.optims), self.mesh)
     self.arch: DnalArch = full_arch(self.cfg)
 
@@ -142,7 +142,7 @@ class DnalTrainer(RunLoop):
 
   def _log_arch(self, step: int) -> None:
     if self.arch_log:
-      cost = arch_cost(self.cfg, self.arch)
+      cost = dnal_cost(self.cfg, self.arch)
       # The key is "dnal_arch", not "arch": the report's CCNN plots read "arch" records.
       record = dict(step=step, **cost, widths=list(self.arch.widths), dnal_arch=self.arch.to_dict())
       self.arch_log.write(record)
@@ -184,7 +184,7 @@ class DnalTrainer(RunLoop):
 
   def train_records(self, completed: int, host: dict) -> tuple[list[dict], dict]:
     stage, stage_step = gates_lib.stage_at(completed - 1, self.lengths)
-    cost = arch_cost(self.cfg, self.arch)
+    cost = dnal_cost(self.cfg, self.arch)
     if stage != "weights":  # the gates are off in the weights stage
       host["delta"] = float(self.delta_for(stage, stage_step))
     record = dict(kind="train", step=completed, stage=stage, **cost, **host)
@@ -208,7 +208,7 @@ class DnalTrainer(RunLoop):
     return dict(
       stages=dict(zip(gates_lib.STAGES, self.lengths, strict=True)),
       widths=list(self.arch.widths),
-      **arch_cost(self.cfg, self.arch),
+      **dnal_cost(self.cfg, self.arch),
     )
 
 
@@ -280,17 +280,8 @@ def restore_dnal_run(workdir: str | pathlib.Path, which: str = "best") -> Traine
   cfg = run_net_config(config)
   # Schedules are closures: the optimiser state's structure does not depend on the step counts.
   optims = stage_optims(config, (1,) * len(gates_lib.STAGES))
-  key = jax.random.key(0)
-  abstract = jax.eval_shape(lambda r: create_state_for(init_variables(cfg, r), optims), key)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree_util.tree_map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract
-  )
-  checkpointer = Checkpointer(workdir / "checkpoints")
-  try:
-    state, meta, step = checkpointer.restore_for_reading(abstract, which)
-  finally:
-    checkpointer.close()
+  make_state = lambda r: create_state_for(init_dnal_variables(cfg, r), optims)
+  state, meta, step = restore_checkpoint(workdir, make_state, which)
   lengths = tuple(meta["stages"]) if "stages" in meta else _lengths_from_data(config)
   arch = DnalArch.from_dict(meta["arch"])
   return TrainedDnalRun(config, cfg, state, arch, lengths, step, which)
@@ -305,7 +296,7 @@ def _lengths_from_data(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   )
 
 
-def evaluate_run(
+def evaluate_dnal_run(
   workdir: str | pathlib.Path, split: str = "test", which: str = "best", input_size=None
 ) -> dict:
   """Metrics of a DNAL run's ``best`` or ``latest`` checkpoint (:func:`restore_dnal_run`) on
@@ -324,7 +315,7 @@ def evaluate_run(
     checkpoint=which,
     network=run.network,
     widths=list(run.arch.widths),
-    **arch_cost(run.cfg, run.arch),
+    **dnal_cost(run.cfg, run.arch),
     **metrics,
   )
 
