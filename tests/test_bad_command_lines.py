@@ -133,14 +133,16 @@ def tmp(tmp_path_factory):
 def _refuse_compiles(monkeypatch):
   """Fail the test if a trainer initialises its network for real (traced shapes, as
   ``jax.eval_shape`` gives the budget check, compile nothing and are let through)."""
-  for module in (dnarch_jax.train, dnarch_jax.dnal.train):
+  for module, name in ((dnarch_jax.train, "init_variables"),
+                       (dnarch_jax.dnal.train, "init_dnal_variables")):  # fmt: skip
+    real = getattr(module, name)
 
-    def init_variables(cfg, key, *args, _real=module.init_variables, **kwargs):
+    def init(cfg, key, *args, _real=real, **kwargs):
       if isinstance(key, jax.core.Tracer):
         return _real(cfg, key, *args, **kwargs)
       raise AssertionError("the network was initialised before the bad input was refused")
 
-    monkeypatch.setattr(module, "init_variables", init_variables)
+    monkeypatch.setattr(module, name, init)
 
 
 def _one_clean_error(argv, tmp, capsys) -> str:
