@@ -106,12 +106,7 @@ class DnalTrainer(RunLoop):
 
   def build(self) -> None:
     config = self.config
-    self.lengths = tuple(
-      gates_lib.stage_steps(
-        config.dnal[f"{s}_epochs"], config.dnal[f"{s}_steps"], self.steps_per_epoch
-      )
-      for s in gates_lib.STAGES
-    )
+    self.lengths = stage_lengths(config, self.steps_per_epoch)
     gates_lib.check_lengths(self.lengths)
     self.total_steps = sum(self.lengths)
     self.stage_ends = set(np.cumsum(self.lengths).tolist())
@@ -287,13 +282,18 @@ def restore_dnal_run(workdir: str | pathlib.Path, which: str = "best") -> Traine
   return TrainedDnalRun(config, cfg, state, arch, lengths, step, which)
 
 
-def _lengths_from_data(config: ml_collections.ConfigDict) -> tuple[int, ...]:
-  steps_per_epoch = max(1, len(split_from_config(config.data, "train")) // config.data.batch_size)
+def stage_lengths(config: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple[int, ...]:
+  """Steps of the weights, arch and finetune stages (``*_steps``, else ``*_epochs``)."""
   d = config.dnal
   return tuple(
     gates_lib.stage_steps(d[f"{s}_epochs"], d[f"{s}_steps"], steps_per_epoch)
     for s in gates_lib.STAGES
   )
+
+
+def _lengths_from_data(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  train_examples = len(split_from_config(config.data, "train"))
+  return stage_lengths(config, max(1, train_examples // config.data.batch_size))
 
 
 def evaluate_dnal_run(
