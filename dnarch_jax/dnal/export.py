@@ -16,8 +16,8 @@ The network is DNAL's own module run cropped (``arch.crop``: only the kept chann
 stage) the network is the unpruned one in the checkpoint's mode. The variables file holds the
 trained arrays whole [design]: the cropped network gathers the kept channels' weights at its
 static indices, so the pruned channels' weights are stored but never read (slicing them out
-would need a second set of layers for ResNets, whose shortcuts mix stream channels; the portable
-program bakes the gathered weights in).
+would need a second set of layers for ResNets, whose shortcuts mix stream channels). The portable
+program holds the same whole arrays as constants and gathers from them as it runs.
 """
 
 from __future__ import annotations
