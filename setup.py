@@ -1,8 +1,8 @@
-"""Builds dnarch_jax's CPU kernels (``dnarch_jax/csrc``, an XLA FFI library) into the package.
+"""Builds dnarch_jax's CPU kernels (``dnarch_jax/network/csrc``, an XLA FFI library) into the package.
 
 Everything else is in pyproject.toml. The extension is optional: without a C++ compiler the
 install still succeeds and the "native" convolution route runs as "shift" instead
-(``dnarch_jax/native.py``). The XLA FFI headers come from jaxlib, a build requirement.
+(``dnarch_jax/network/native.py``). The XLA FFI headers come from jaxlib, a build requirement.
 """
 
 import os
@@ -22,9 +22,9 @@ class BuildWithFfiHeaders(build_ext):
 
 
 native_conv = setuptools.Extension(
-  "dnarch_jax._native_conv",
-  sources=["dnarch_jax/csrc/depthwise_conv.cc"],
-  depends=["dnarch_jax/csrc/depthwise_conv_kernels.inc", "dnarch_jax/csrc/fft_conv_kernels.inc"],
+  "dnarch_jax.network._native_conv",
+  sources=["dnarch_jax/network/csrc/depthwise_conv.cc"],
+  depends=["dnarch_jax/network/csrc/depthwise_conv_kernels.inc", "dnarch_jax/network/csrc/fft_conv_kernels.inc"],
   language="c++",
   extra_compile_args=["-std=c++17", "-O3", "-ffp-contract=fast", "-Wno-psabi"],
   optional=True,

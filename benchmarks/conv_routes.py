@@ -10,7 +10,7 @@ Shapes: sMNIST-like (B=100, L=784, C=140, causal; taps 65/129/257/784) and CIFAR
 kernel, the median is over >= 5 runs after compilation, ``auto`` is the route the "auto" rule
 picks for that shape on this backend, and others_cores is the average CPU load of other
 processes meanwhile (the machine is shared: rerun a line that was measured under load). The
-"auto" rule in dnarch_jax/conv.py is derived from these numbers.
+"auto" rule in dnarch_jax/network/conv.py is derived from these numbers.
 
 The same script runs on a GPU or TPU (one command, JSON to stdout): there the native routes
 (XLA:CPU custom calls) are skipped and the direct route (the backend's grouped convolution) has
@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import conv, conv_routes, grids
-from dnarch_jax.conv_routes import resolve_route as resolve
+from dnarch_jax.method import grids
+from dnarch_jax.network import conv, conv_routes
+from dnarch_jax.network.conv_routes import resolve_route as resolve
 
 CASES = {
   "smnist": ((100, (784,), 140, True), (65, 129, 257, 784)),

@@ -18,9 +18,9 @@ import time
 import jax
 
 import dnarch_jax
-from dnarch_jax import sharding
 from dnarch_jax.config import load_config
-from dnarch_jax.train import Trainer
+from dnarch_jax.run import sharding
+from dnarch_jax.run.train import Trainer
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--top", type=int, default=15, help="groups of each kind to print")
   args = parser.parse_args()
-  from dnarch_jax import hostmem
+  from dnarch_jax.run import hostmem
 
   hostmem.reexec_with_huge_pages([__file__, *sys.argv[1:]])  # as `dnarch` runs on the CPU
 

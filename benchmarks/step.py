@@ -60,10 +60,10 @@ def build(case: str, mode: str, remat: bool = True, dtype: str = "float32"):
   import jax
   import jax.numpy as jnp
 
-  from dnarch_jax.arch import initial_arch
-  from dnarch_jax.model import DNArchCCNN, init_variables
-  from dnarch_jax.optim import make_optimizer
-  from dnarch_jax.steps import LossConfig, create_train_state, make_train_step
+  from dnarch_jax.method.arch import initial_arch
+  from dnarch_jax.network.model import DNArchCCNN, init_variables
+  from dnarch_jax.run.optim import make_optimizer
+  from dnarch_jax.run.steps import LossConfig, create_train_state, make_train_step
 
   cfg, batch_size = model_and_batch(case, remat, dtype)
   arch = initial_arch(cfg, batch_size, crop=case.endswith("crop"))
@@ -94,8 +94,8 @@ def run_case(
 ) -> dict:
   import jax
 
-  from dnarch_jax import hostmem
-  from dnarch_jax.steps import flops_and_params
+  from dnarch_jax.run import hostmem
+  from dnarch_jax.run.steps import flops_and_params
 
   call, lower, arch, cfg, batch_size = build(case, mode, remat, dtype)
   compiled = lower().compile()  # as `dnarch train` compiles: ahead of the first call, then trim
@@ -156,7 +156,7 @@ def main() -> None:
   )
   parser.add_argument("--child", nargs=3, metavar=("CASE", "MODE", "DTYPE"), help=argparse.SUPPRESS)
   args = parser.parse_args()
-  from dnarch_jax import hostmem
+  from dnarch_jax.run import hostmem
 
   hostmem.reexec_with_huge_pages([__file__, *sys.argv[1:]])  # as `dnarch` runs on the CPU
   if args.child:

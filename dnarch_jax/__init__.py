@@ -23,22 +23,22 @@ import importlib
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-  **dict.fromkeys(["Arch", "compute_arch", "initial_arch"], "arch"),
-  "arch_params": "arch_params",
-  **dict.fromkeys(["arch_sizes", "soft_kernel_taps", "soft_sizes"], "sizes"),
+  **dict.fromkeys(["Arch", "compute_arch", "initial_arch"], "method.arch"),
+  "arch_params": "method.arch_params",
+  **dict.fromkeys(["arch_sizes", "soft_kernel_taps", "soft_sizes"], "method.sizes"),
   **dict.fromkeys(["ModelConfig", "load_config"], "config"),
-  "depthwise_conv": "conv",
-  **dict.fromkeys(["budget_penalty", "flops", "params"], "cost"),
-  "load_exported": "exported",
-  "crop_taps": "grids",
-  **dict.fromkeys(["SIREN", "MAGNet"], "kernelnets"),
-  "MaskedContinuousConv": "layers",
+  "depthwise_conv": "network.conv",
+  **dict.fromkeys(["budget_penalty", "flops", "params"], "method.cost"),
+  "load_exported": "interfaces.exported",
+  "crop_taps": "method.grids",
+  **dict.fromkeys(["SIREN", "MAGNet"], "network.kernelnets"),
+  "MaskedContinuousConv": "network.layers",
   **dict.fromkeys(
     ["gaussian", "gaussian_radius", "ramp", "ramp_extent", "scaled_sigmoid_gate",
      "scaled_sigmoid_gate_extent", "sigmoid_cutoff", "sigmoid_cutoff_extent", "thresholded"],
-    "masks"),
-  **dict.fromkeys(["DNArchCCNN", "compiler_options", "init_variables"], "model"),
-  "spectral_resample": "spectral",
+    "method.masks"),
+  **dict.fromkeys(["DNArchCCNN", "compiler_options", "init_variables"], "network.model"),
+  "spectral_resample": "method.spectral",
 }  # fmt: skip
 
 __all__ = sorted(_EXPORTS)

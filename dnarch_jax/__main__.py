@@ -1,5 +1,5 @@
 import sys
 
-from dnarch_jax.cli import main
+from dnarch_jax.interfaces.cli import main
 
 sys.exit(main())

@@ -32,7 +32,7 @@ ARCH_PARAM_DIMENSIONS = {
   "arch_resolution_cutoff": "resolution",
   "arch_depth_cutoff": "depth",
 }
-# dnarch_jax.conv.ROUTES and "auto"
+# dnarch_jax.network.conv.ROUTES and "auto"
 CONV_ROUTES = ("auto", "direct", "fft", "shift", "native", "native_fft")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -74,7 +74,7 @@ class ModelConfig:
   resolution_ramp: float = 4.0  # DiffStride's R, in frequency bins
   resolution_init_cutoff: float = 1.1
   # The lowest resolution a block may run at, as a fraction of the input's per axis: the bottom of
-  # the resolution cutoff's box (dnarch_jax.search_space) [design]. 0: down to the bucket.
+  # the resolution cutoff's box (dnarch_jax.method.search_space) [design]. 0: down to the bucket.
   resolution_min: float = 0.0
   depth_temperature: float = 20.0
   depth_init_cutoff: float = 1.1
@@ -307,7 +307,7 @@ def optim_block(
   ``arch_lr_factor`` multiplies ``lr`` for the architecture parameters. CCNN meant 0.1 for its
   mask parameters but its filter matched none, so its released runs used 1.0 (METHOD.md §7);
   the factor is explicit in every config. ``arch_lr`` (None) sets the architecture's rate
-  outright (a fraction of each dimension's range per step: ``dnarch_jax.search_space``);
+  outright (a fraction of each dimension's range per step: ``dnarch_jax.method.search_space``);
   ``arch_warmup_epochs`` (None: the weights' ``warmup_epochs``) its own linear warm-up, and
   ``arch_epochs`` (None: the whole run) the length of the search, after which the architecture
   stays fixed and the weights train on.
@@ -330,7 +330,7 @@ def optim_block(
   )
 
 
-# The run loop's fields (``dnarch_jax.loop``) every method shares, with their defaults.
+# The run loop's fields (``dnarch_jax.run.loop``) every method shares, with their defaults.
 LOOP_DEFAULTS = dict(
   seed=0, log_every=50, eval_every=1000, checkpoint_every=1000, keep_last=3, progress=True
 )

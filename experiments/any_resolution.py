@@ -3,7 +3,7 @@
     python experiments/any_resolution.py --workdir runs/mnist --sizes 14 28 42 56
 
 For each size S, evaluates the run's best checkpoint on the test split resized to S (x S for
-images; ``dnarch eval --input_size``, :mod:`dnarch_jax.evaluate`) and appends one JSON line per
+images; ``dnarch eval --input_size``, :mod:`dnarch_jax.run.evaluate`) and appends one JSON line per
 size to ``--out`` (default ``experiments/results/any_resolution.jsonl``) with the command, the
 workdir, its training input size, the accuracy, loss and FLOPs per example.
 """
@@ -28,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
   args = parser.parse_args(argv)
 
-  from dnarch_jax.evaluate import evaluate_run
-  from dnarch_jax.experiment import run_model_config
-  from dnarch_jax.loop import load_run_config
+  from dnarch_jax.run.evaluate import evaluate_run
+  from dnarch_jax.run.experiment import run_model_config
+  from dnarch_jax.run.loop import load_run_config
 
   cfg = run_model_config(load_run_config(args.workdir))
   command = shlex.join(["python", "experiments/any_resolution.py", *sys.argv[1:]])

@@ -10,7 +10,7 @@ epochs, batch 50, 210 epochs. Augmentation: random crop 32 with 4 padding, horiz
 CIFAR10 needs its tfds files prepared once (``pip install -e ".[tf]"`` then
 ``tfds build cifar10 --data_dir <dir>``, or copy a prepared folder); the error says so.
 
-Variants (``dnarch_jax.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
+Variants (``dnarch_jax.interfaces.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
 dnarch_p50, smoke.
 
 Commands:
@@ -18,7 +18,7 @@ Commands:
   dnarch train --config experiments/cifar10.py:dnarch --workdir runs/cifar10_dnarch
 """
 
-from dnarch_jax.variants import CCNNRun, experiment_config
+from dnarch_jax.interfaces.variants import CCNNRun, experiment_config
 
 RUNS = {
   "4_140": CCNNRun(

@@ -8,7 +8,7 @@ no 6,380 row for CIFAR100: ``ccnn_6_380`` keeps these values.
 CIFAR100 needs its tfds files prepared once (``pip install -e ".[tf]"`` then
 ``tfds build cifar100 --data_dir <dir>``, or copy a prepared folder); the error says so.
 
-Variants (``dnarch_jax.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
+Variants (``dnarch_jax.interfaces.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
 dnarch_p50, smoke.
 
 Commands:
@@ -16,7 +16,7 @@ Commands:
   dnarch train --config experiments/cifar100.py:dnarch --workdir runs/cifar100_dnarch
 """
 
-from dnarch_jax.variants import CCNNRun, experiment_config
+from dnarch_jax.interfaces.variants import CCNNRun, experiment_config
 
 RUN = CCNNRun(
   omega_0=3521.55, dropout=0.1, lr=0.02, weight_decay=1e-4, warmup_epochs=10, batch_size=50,

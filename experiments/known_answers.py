@@ -47,7 +47,7 @@ alone; 3 min 12 s for all eight; max cost is the largest adopted architecture's 
 | depth | above | 8 | 3 | 3 | 99.46 | 1.000 | 2000 | 33 | yes |
 
 What the "above" cases show: every run starts within its budget, so the step-0 projection moves
-an over-budget start into it (``dnarch_jax.train``); it lands on the answer for width,
+an over-budget start into it (``dnarch_jax.run.train``); it lands on the answer for width,
 resolution and depth (the budget is the answer's cost, and the task gradient then never pushed
 below it: the resolution went to 18 and back), and below the answer for the kernel (11 taps:
 the projection shrinks the stem's kernel and the block's together), which the task gradient
@@ -228,7 +228,7 @@ def _shoulder(temperature: float, threshold: float) -> float:
 
 def sigma_for_taps(taps: int, cfg) -> float:
   """A gaussian sigma whose crop keeps ``taps`` taps at the input resolution (1D)."""
-  from dnarch_jax import grids
+  from dnarch_jax.method import grids
 
   n, big_n = cfg.grid_size(0), cfg.input_size[0]
   step = grids.grid_step(n, big_n, big_n)
@@ -254,8 +254,8 @@ def arch_params_for(task: Task, cfg, size: int) -> dict:
 
   The kernel task's size is the receptive field, split evenly between the stem and the blocks.
   """
-  from dnarch_jax import search_space
-  from dnarch_jax.arch_params import initial_arch_params
+  from dnarch_jax.method import search_space
+  from dnarch_jax.method.arch_params import initial_arch_params
 
   p = initial_arch_params(cfg)
   if task.dimension == "kernel":
@@ -323,11 +323,11 @@ def write_data(task: Task, folder: pathlib.Path) -> None:
 
 def make_config(task: Task, start: str, data_dir: pathlib.Path, steps: int):
   """The run's config and the settings it changes from the ``dnarch`` variant's defaults."""
-  from dnarch_jax.arch import compute_arch
-  from dnarch_jax.budget import arch_cost
   from dnarch_jax.config import learn
-  from dnarch_jax.experiment import run_model_config
-  from dnarch_jax.variants import CCNNRun, experiment_config
+  from dnarch_jax.interfaces.variants import CCNNRun, experiment_config
+  from dnarch_jax.method.arch import compute_arch
+  from dnarch_jax.method.budget import arch_cost
+  from dnarch_jax.run.experiment import run_model_config
 
   run = CCNNRun(
     omega_0=task.omega_0, dropout=0.0, lr=task.lr, weight_decay=task.weight_decay, warmup_epochs=0.0,
@@ -396,9 +396,9 @@ def make_config(task: Task, start: str, data_dir: pathlib.Path, steps: int):
 
 def run_case(dimension: str, start: str, steps_scale: float = 1.0, keep: str | None = None):
   """Trains one case and returns its JSON record."""
-  from dnarch_jax.arch import Arch, initial_arch
-  from dnarch_jax.budget import arch_cost
-  from dnarch_jax.train import Trainer
+  from dnarch_jax.method.arch import Arch, initial_arch
+  from dnarch_jax.method.budget import arch_cost
+  from dnarch_jax.run.train import Trainer
 
   task = TASKS[dimension]
   steps = max(1, int(round(task.steps * steps_scale)))

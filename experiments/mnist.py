@@ -6,7 +6,7 @@ hyperparameters are CCNN's CIFAR10 ones (METHOD.md §9): for 4,140 omega_0 4231.
 lr 0.02, weight decay 1e-4, 5 warm-up epochs, batch 64 (sigma_0 the usual 0.075, 210 epochs);
 for 6,380 omega_0 976.78, dropout 0.15, lr 0.01, weight decay 0, 10 warm-up epochs, batch 50.
 
-Variants (``dnarch_jax.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
+Variants (``dnarch_jax.interfaces.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
 dnarch_p50, smoke; ``main``, the README's main job; and ``width``, DNArch learning widths alone
 (the DNAL comparison of experiments/README.md).
 
@@ -38,7 +38,7 @@ Commands:
   dnarch summary --config experiments/mnist.py:dnarch
 """
 
-from dnarch_jax.variants import CCNNRun, experiment_config
+from dnarch_jax.interfaces.variants import CCNNRun, experiment_config
 
 RUNS = {
   "4_140": CCNNRun(

@@ -5,7 +5,7 @@ model keeps its resolution at the output and its dense head predicts 11 classes 
 brighter than ``dnarch_jax.data.transforms.FOREGROUND_THRESHOLD`` are the digit. Metrics: pixel
 accuracy and mean IoU. Hyperparameters as ``experiments/mnist.py`` (CCNN's CIFAR10 rows).
 
-Variants (``dnarch_jax.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
+Variants (``dnarch_jax.interfaces.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
 dnarch_p50, smoke.
 
 Commands:
@@ -13,7 +13,7 @@ Commands:
   dnarch eval --workdir runs/mnist_dense_dnarch
 """
 
-from dnarch_jax.variants import CCNNRun, experiment_config
+from dnarch_jax.interfaces.variants import CCNNRun, experiment_config
 
 RUNS = {
   "4_140": CCNNRun(

@@ -15,7 +15,7 @@ of the same network, trained for the same number of steps with the same weights'
   factor times its maximum; resolutions not below ``model.resolution_min``), kernels (their
   extent, so taps follow the resolution) and depth as the configured start has them, the factor
   the largest whose network fits the budget;
-- ``random``: mask parameters drawn uniformly in their boxes (``dnarch_jax.search_space``: the
+- ``random``: mask parameters drawn uniformly in their boxes (``dnarch_jax.method.search_space``: the
   space DNArch searches), redrawn until the architecture costs within 5% of the budget.
 
 The fixed runs start from their architecture (``--config.arch_init``) with the masks frozen
@@ -141,7 +141,7 @@ def base_overrides(row: Row, extra: list[str]) -> list[str]:
 def load(row: Row, overrides: list[str]):
   """The config, model config and batch size of a row's run."""
   from dnarch_jax.config import load_config
-  from dnarch_jax.experiment import run_model_config
+  from dnarch_jax.run.experiment import run_model_config
 
   config = load_config(TASKS[row.task].config, overrides)
   return config, run_model_config(config), int(config.data.batch_size)
@@ -150,8 +150,8 @@ def load(row: Row, overrides: list[str]):
 def maximal_and_budget(row: Row, extra: list[str]) -> tuple[float, float]:
   import jax
 
-  from dnarch_jax import budget
-  from dnarch_jax.model import init_variables
+  from dnarch_jax.method import budget
+  from dnarch_jax.network.model import init_variables
 
   _, cfg, batch = load(row, base_overrides(row, extra))
   params = init_variables(cfg, jax.random.key(row.seed))["params"]
@@ -163,10 +163,10 @@ def uniform_arch(row: Row, extra: list[str]):
   """The largest uniform shrink of the maximal network within the budget, and its factor."""
   import jax
 
-  from dnarch_jax.arch import compute_arch
-  from dnarch_jax.budget import arch_cost
-  from dnarch_jax.crops import params_with_sizes
-  from dnarch_jax.model import init_variables
+  from dnarch_jax.method.arch import compute_arch
+  from dnarch_jax.method.budget import arch_cost
+  from dnarch_jax.method.crops import params_with_sizes
+  from dnarch_jax.network.model import init_variables
 
   _, cfg, batch = load(row, base_overrides(row, extra))
   _, budget = maximal_and_budget(row, extra)
@@ -202,10 +202,10 @@ def random_arch(row: Row, extra: list[str]):
   import jax
   import jax.numpy as jnp
 
-  from dnarch_jax import search_space
-  from dnarch_jax.arch import compute_arch
-  from dnarch_jax.budget import arch_cost
-  from dnarch_jax.model import init_variables
+  from dnarch_jax.method import search_space
+  from dnarch_jax.method.arch import compute_arch
+  from dnarch_jax.method.budget import arch_cost
+  from dnarch_jax.network.model import init_variables
 
   _, cfg, batch = load(row, base_overrides(row, extra))
   _, budget = maximal_and_budget(row, extra)
@@ -230,7 +230,7 @@ def random_arch(row: Row, extra: list[str]):
 
 
 def retrain_arch(row: Row, out: pathlib.Path, extra: list[str]):
-  from dnarch_jax.arch import load_arch
+  from dnarch_jax.method.arch import load_arch
 
   source = dataclasses.replace(row, method="dnarch")
   log = out / source.name / "arch.jsonl"
@@ -250,7 +250,7 @@ def dnarch_cli(*args: str) -> str:
 
 
 def run_row(row: Row, out: pathlib.Path, extra: list[str]) -> dict:
-  from dnarch_jax.arch import sizes_of
+  from dnarch_jax.method.arch import sizes_of
 
   workdir = out / row.name
   shutil.rmtree(workdir, ignore_errors=True)  # an interrupted row restarts: one run's wall time
@@ -274,7 +274,7 @@ def run_row(row: Row, out: pathlib.Path, extra: list[str]) -> dict:
   summary = json.loads(dnarch_cli("summary", "--workdir", str(workdir), "--json", "--no-xla"))
   (workdir / "result.json").write_text(json.dumps(trained))
   maximal, budget = maximal_and_budget(row, extra)
-  from dnarch_jax.arch import Arch
+  from dnarch_jax.method.arch import Arch
 
   arch = Arch.from_dict(trained["arch"])
   taps, stream, blocks = sizes_of(arch)

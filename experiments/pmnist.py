@@ -6,7 +6,7 @@ stored with every run's task metadata. Paper rows (METHOD.md §9): CCNN 4,140 pM
 2985.63, kernel grid "same" (784), causal, sigma_0 0.075, lr 0.02, weight decay 0, 10 warm-up
 epochs, batch 100, 210 epochs. METHOD.md has no 6,380 row for pMNIST: ``ccnn_6_380`` keeps these.
 
-Variants (``dnarch_jax.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
+Variants (``dnarch_jax.interfaces.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
 dnarch_p50, smoke.
 
 Commands:
@@ -14,7 +14,7 @@ Commands:
   dnarch train --config experiments/pmnist.py:dnarch --workdir runs/pmnist_dnarch
 """
 
-from dnarch_jax.variants import CCNNRun, experiment_config
+from dnarch_jax.interfaces.variants import CCNNRun, experiment_config
 
 RUN = CCNNRun(
   omega_0=2985.63, dropout=0.0, input_dropout=0.2, lr=0.02, weight_decay=0.0, warmup_epochs=10,

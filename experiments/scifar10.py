@@ -9,7 +9,7 @@ CCNN's sCIFAR10 command: dropout 0, omega_0 2386.49, kernel grid "same" (1024), 
 CIFAR10 needs its tfds files prepared once (``pip install -e ".[tf]"`` then
 ``tfds build cifar10 --data_dir <dir>``, or copy a prepared folder); the error says so.
 
-Variants (``dnarch_jax.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
+Variants (``dnarch_jax.interfaces.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
 dnarch_p50, smoke.
 
 Commands:
@@ -17,7 +17,7 @@ Commands:
   dnarch train --config experiments/scifar10.py:dnarch --workdir runs/scifar10_dnarch
 """
 
-from dnarch_jax.variants import CCNNRun, experiment_config
+from dnarch_jax.interfaces.variants import CCNNRun, experiment_config
 
 RUN = CCNNRun(
   omega_0=2386.49, dropout=0.0, lr=0.02, weight_decay=0.0, warmup_epochs=10, batch_size=50,

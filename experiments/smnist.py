@@ -5,7 +5,7 @@ own table could not be obtained. CCNN's sMNIST command: dropout 0.1, omega_0 297
 "same" (784), causal, sigma_0 0.075, lr 0.01, weight decay 1e-6, 10 warm-up epochs, batch 100,
 210 epochs. METHOD.md has no 6,380 row for sMNIST: ``ccnn_6_380`` keeps these values.
 
-Variants (``dnarch_jax.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
+Variants (``dnarch_jax.interfaces.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
 dnarch_p50, smoke.
 
 Commands:
@@ -14,7 +14,7 @@ Commands:
   dnarch summary --config experiments/smnist.py:dnarch
 """
 
-from dnarch_jax.variants import CCNNRun, experiment_config
+from dnarch_jax.interfaces.variants import CCNNRun, experiment_config
 
 RUN = CCNNRun(
   omega_0=2976.49, dropout=0.1, lr=0.01, weight_decay=1e-6, warmup_epochs=10, batch_size=100,

@@ -9,7 +9,7 @@ Reading Speech Commands through tfds needs TensorFlow and the prepared dataset
 (``pip install -e ".[tf]"`` then ``tfds build speech_commands --data_dir <dir>``); the error says
 so.
 
-Variants (``dnarch_jax.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
+Variants (``dnarch_jax.interfaces.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
 dnarch_p50, smoke.
 
 Commands:
@@ -17,7 +17,7 @@ Commands:
   dnarch train --config experiments/speech_commands_raw.py:dnarch --workdir runs/sc_raw_dnarch
 """
 
-from dnarch_jax.variants import CCNNRun, experiment_config
+from dnarch_jax.interfaces.variants import CCNNRun, experiment_config
 
 RUN = CCNNRun(
   omega_0=1295.61, dropout=0.2, lr=0.02, weight_decay=1e-6, warmup_epochs=10, batch_size=20,

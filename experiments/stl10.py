@@ -10,7 +10,7 @@ the same channel dropout as every other task where CCNN's STL10 run drops single
 STL10 needs its tfds files prepared once (``pip install -e ".[tf]"`` then
 ``tfds build stl10 --data_dir <dir>``, or copy a prepared folder); the error says so.
 
-Variants (``dnarch_jax.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
+Variants (``dnarch_jax.interfaces.variants``): ccnn_4_140, ccnn_6_380, dnarch_k, dnarch, dnarch_b25,
 dnarch_p50, smoke.
 
 Commands:
@@ -18,7 +18,7 @@ Commands:
   dnarch train --config experiments/stl10.py:dnarch --workdir runs/stl10_dnarch
 """
 
-from dnarch_jax.variants import CCNNRun, experiment_config
+from dnarch_jax.interfaces.variants import CCNNRun, experiment_config
 
 RUN = CCNNRun(
   omega_0=954.28, dropout=0.1, lr=0.02, weight_decay=0.0, warmup_epochs=10, batch_size=64,

@@ -9,9 +9,9 @@ import pytest
 from test_model import cached_init, set_masks, small_config
 from test_spectral import band_limited_1d, band_limited_2d
 
-from dnarch_jax import spectral
-from dnarch_jax.arch import Arch, arch_at_input_size, compute_arch
-from dnarch_jax.model import DNArchCCNN
+from dnarch_jax.method import spectral
+from dnarch_jax.method.arch import Arch, arch_at_input_size, compute_arch
+from dnarch_jax.network.model import DNArchCCNN
 
 RES_CUTOFFS = {1: [0.45, 0.8, 0.3, 1.0], 2: [(0.4, 0.7), (0.8, 1.2), 0.5, 0.5]}
 

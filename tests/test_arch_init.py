@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax import search_space
-from dnarch_jax.arch import Arch, compute_arch, load_arch, sizes_of
 from dnarch_jax.config import load_config
-from dnarch_jax.crops import params_for_arch
-from dnarch_jax.experiment import run_model_config
-from dnarch_jax.model import init_variables
-from dnarch_jax.train import Trainer
+from dnarch_jax.method import search_space
+from dnarch_jax.method.arch import Arch, compute_arch, load_arch, sizes_of
+from dnarch_jax.method.crops import params_for_arch
+from dnarch_jax.network.model import init_variables
+from dnarch_jax.run.experiment import run_model_config
+from dnarch_jax.run.train import Trainer
 
 FAST = ["progress=False", "eval_every=1000", "checkpoint_every=1000", "arch_refresh_every=1"]
 

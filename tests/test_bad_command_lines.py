@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import dnarch_jax.dnal.train
-import dnarch_jax.train
-from dnarch_jax import exported
-from dnarch_jax.cli import main
+import dnarch_jax.run.train
 from dnarch_jax.config import load_config
+from dnarch_jax.interfaces import exported
+from dnarch_jax.interfaces.cli import main
 
 SMOKE = "experiments/mnist.py:smoke"
 
@@ -133,7 +133,7 @@ def tmp(tmp_path_factory):
 def _refuse_compiles(monkeypatch):
   """Fail the test if a trainer initialises its network for real (traced shapes, as
   ``jax.eval_shape`` gives the budget check, compile nothing and are let through)."""
-  for module, name in ((dnarch_jax.train, "init_variables"),
+  for module, name in ((dnarch_jax.run.train, "init_variables"),
                        (dnarch_jax.dnal.train, "init_dnal_variables")):  # fmt: skip
     real = getattr(module, name)
 

@@ -15,7 +15,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dnarch_jax.checkpoint import META_ITEM, STATE_ITEM, Checkpointer
+from dnarch_jax.run.checkpoint import META_ITEM, STATE_ITEM, Checkpointer
 
 
 @struct.dataclass
@@ -189,11 +189,11 @@ def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog, corrupt, orbax_
       ckpt.save(step, make_state(step), {"step": step})
   corrupt(tmp_path / "3")
   with Checkpointer(tmp_path) as ckpt:
-    with caplog.at_level(logging.WARNING, logger="dnarch_jax.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="dnarch_jax.run.checkpoint"):
       restored, meta, step = ckpt.restore(zeros_like(make_state()))
     assert (step, meta) == (2, {"step": 2})
     assert_bit_identical(restored, make_state(2))
-    warnings = [r.getMessage() for r in caplog.records if r.name == "dnarch_jax.checkpoint"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "dnarch_jax.run.checkpoint"]
     assert len(warnings) == 1 and "step 3" in warnings[0] and "unreadable" in warnings[0]
     # The resumed run saves step 3 again in place of the corrupt one.
     assert ckpt.save(3, make_state(3), {"step": 3})

@@ -13,14 +13,15 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dnarch_jax import budget, conv, cost, grids, masks, spectral
-from dnarch_jax.arch import compute_arch, initial_arch
-from dnarch_jax.arch_params import initial_arch_params
 from dnarch_jax.config import ModelConfig, validate
-from dnarch_jax.kernelnets import SIREN, MAGNet
-from dnarch_jax.layers import MaskedContinuousConv
-from dnarch_jax.model import DNArchCCNN, init_variables
-from dnarch_jax.sizes import arch_sizes, soft_kernel_taps, soft_sizes
+from dnarch_jax.method import budget, cost, grids, masks, spectral
+from dnarch_jax.method.arch import compute_arch, initial_arch
+from dnarch_jax.method.arch_params import initial_arch_params
+from dnarch_jax.method.sizes import arch_sizes, soft_kernel_taps, soft_sizes
+from dnarch_jax.network import conv
+from dnarch_jax.network.kernelnets import SIREN, MAGNet
+from dnarch_jax.network.layers import MaskedContinuousConv
+from dnarch_jax.network.model import DNArchCCNN, init_variables
 
 T = masks.DEFAULT_THRESHOLD
 # float32 on device against the float64 NumPy route.

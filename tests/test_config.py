@@ -36,7 +36,7 @@ def test_causal_2d_is_rejected():
 @pytest.mark.parametrize("task", ["smnist", "mnist"])
 @pytest.mark.parametrize("variant", ["ccnn_4_140", "dnarch", "smoke"])
 def test_experiment_configs_load_and_validate(task, variant):
-  from dnarch_jax.experiment import run_model_config
+  from dnarch_jax.run.experiment import run_model_config
 
   config = load_config(f"experiments/{task}.py:{variant}")
   cfg = run_model_config(config)

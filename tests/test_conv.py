@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax import conv, conv_flops, conv_routes
+from dnarch_jax.network import conv, conv_flops, conv_routes
 
 ROUTES = conv_routes.ROUTES
 # Routes whose work XLA's cost analysis sees ("native" is an FFI call it counts as 0).

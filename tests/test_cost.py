@@ -8,15 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax import cost, search_space
-from dnarch_jax.arch import compute_arch
-from dnarch_jax.arch_params import arch_params
-from dnarch_jax.cli import main
 from dnarch_jax.config import ModelConfig, load_config, validate
-from dnarch_jax.experiment import run_model_config
-from dnarch_jax.model import init_variables
-from dnarch_jax.sizes import arch_sizes, soft_sizes
-from dnarch_jax.summary import xla_forward_flops
+from dnarch_jax.interfaces.cli import main
+from dnarch_jax.interfaces.summary import xla_forward_flops
+from dnarch_jax.method import cost, search_space
+from dnarch_jax.method.arch import compute_arch
+from dnarch_jax.method.arch_params import arch_params
+from dnarch_jax.method.sizes import arch_sizes, soft_sizes
+from dnarch_jax.network.model import init_variables
+from dnarch_jax.run.experiment import run_model_config
 
 
 @functools.cache

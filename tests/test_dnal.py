@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from dnarch_jax import events, masks, report
-from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 from dnarch_jax.dnal import gates
 from dnarch_jax.dnal import train as dnal_train
@@ -32,8 +30,11 @@ from dnarch_jax.dnal.config import net_config, run_net_config
 from dnarch_jax.dnal.models import build_model, init_dnal_variables, resnet_plan
 from dnarch_jax.dnal.summary import xla_forward_flops
 from dnarch_jax.dnal.train import DnalTrainer
-from dnarch_jax.exported import load_exported
-from dnarch_jax.restore import restore_run
+from dnarch_jax.interfaces import events, report
+from dnarch_jax.interfaces.cli import main
+from dnarch_jax.interfaces.exported import load_exported
+from dnarch_jax.method import masks
+from dnarch_jax.run.restore import restore_run
 
 MNIST_SMOKE = "experiments/dnal_mnist.py:smoke"
 VGG16 = "experiments/dnal_vgg16_cifar10.py"

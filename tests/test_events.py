@@ -4,8 +4,8 @@ import struct
 
 import numpy as np
 
-from dnarch_jax import events
-from dnarch_jax.report import MetricsWriter
+from dnarch_jax.interfaces import events
+from dnarch_jax.interfaces.report import MetricsWriter
 
 
 def _arch_record(step, hidden):

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from dnarch_jax import budget, search_space
-from dnarch_jax.arch import initial_arch
-from dnarch_jax.arch_params import initial_arch_params
-from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
 from dnarch_jax.data import sources
-from dnarch_jax.experiment import run_model_config
-from dnarch_jax.train import Trainer
-from dnarch_jax.variants import VARIANTS
+from dnarch_jax.interfaces.cli import main
+from dnarch_jax.interfaces.variants import VARIANTS
+from dnarch_jax.method import budget, search_space
+from dnarch_jax.method.arch import initial_arch
+from dnarch_jax.method.arch_params import initial_arch_params
+from dnarch_jax.run.experiment import run_model_config
+from dnarch_jax.run.train import Trainer
 
 EXPERIMENTS = sorted(
   p.stem for p in pathlib.Path("experiments").glob("*.py") if not p.stem.startswith("dnal_")
@@ -197,7 +197,7 @@ def test_numpy_folder_trains_through_the_command_line(tmp_path):
 def test_mean_iou_from_class_overlaps():
   import jax.numpy as jnp
 
-  from dnarch_jax.steps import class_overlap, mean_iou
+  from dnarch_jax.run.steps import class_overlap, mean_iou
 
   labels = jnp.array([[0, 0, 1, 2], [1, 1, 2, 2]])
   predicted = jnp.array([[0, 1, 1, 2], [1, 1, 2, 0]])

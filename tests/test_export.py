@@ -10,16 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax import cost, export, restore
-from dnarch_jax import exported as exported_lib
-from dnarch_jax.arch import arch_at_input_size, compute_arch, initial_arch
-from dnarch_jax.cli import main
 from dnarch_jax.config import WIDTH_MASKS, ModelConfig, load_config, validate
 from dnarch_jax.data import pipeline_from_config
-from dnarch_jax.model import DNArchCCNN, count_params
-from dnarch_jax.sizes import arch_sizes
-from dnarch_jax.summary import summarize
-from dnarch_jax.train import Trainer
+from dnarch_jax.interfaces import export
+from dnarch_jax.interfaces import exported as exported_lib
+from dnarch_jax.interfaces.cli import main
+from dnarch_jax.interfaces.summary import summarize
+from dnarch_jax.method import cost
+from dnarch_jax.method.arch import arch_at_input_size, compute_arch, initial_arch
+from dnarch_jax.method.sizes import arch_sizes
+from dnarch_jax.network.model import DNArchCCNN, count_params
+from dnarch_jax.run import restore
+from dnarch_jax.run.train import Trainer
 
 # The smoke network learning all four dimensions, started narrower (stream and hidden width 8 of
 # 16), shallower (1 of 2 blocks) and at a lower resolution (18x18 of 28x28), so the export has

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax import hostmem
+from dnarch_jax.run import hostmem
 
 
 def test_compile_and_trim_leaves_the_first_call_nothing_to_compile():
@@ -72,7 +72,7 @@ def test_reexec_with_huge_pages_restarts_once_in_the_same_process(tmp_path):
   program = tmp_path / "program.py"
   program.write_text(
     "import os, sys\n"
-    "from dnarch_jax import hostmem\n"
+    "from dnarch_jax.run import hostmem\n"
     "print('start', os.getpid(), flush=True)\n"
     "hostmem.reexec_with_huge_pages(sys.argv)\n"
     "print('tunables', os.environ.get('GLIBC_TUNABLES', '-'))\n"

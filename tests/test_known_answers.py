@@ -47,8 +47,8 @@ def test_every_task_needs_its_expected_size_by_construction():
 def test_the_start_and_the_budget_are_the_sizes_the_task_states(dimension, tmp_path):
   """Below and above starts lie a factor 1.5 or more from the expected size (so a pass needs the
   size to move), and the budget is the cost of the expected architecture."""
-  from dnarch_jax.arch import initial_arch
-  from dnarch_jax.experiment import run_model_config
+  from dnarch_jax.method.arch import initial_arch
+  from dnarch_jax.run.experiment import run_model_config
 
   task = known_answers.TASKS[dimension]
   known_answers.write_data(task, tmp_path)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax.layers import dense_product
+from dnarch_jax.network.layers import dense_product
 
 
 @pytest.mark.parametrize("x_shape", [(7, 5), (3, 11, 5), (2, 4, 6, 5)])

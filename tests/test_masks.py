@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax import grids, masks
+from dnarch_jax.method import grids, masks
 
 T = 0.1
 U = np.linspace(-3, 3, 600_001)  # dense grid, step 1e-5

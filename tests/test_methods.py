@@ -5,7 +5,8 @@ import dataclasses
 import ml_collections
 import pytest
 
-from dnarch_jax import config, methods
+from dnarch_jax import config
+from dnarch_jax.run import methods
 
 
 def test_every_method_names_functions_that_exist():

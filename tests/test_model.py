@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnarch_jax.arch import Arch, compute_arch, initial_arch
-from dnarch_jax.arch_params import arch_params, initial_arch_params
 from dnarch_jax.config import ModelConfig, validate
-from dnarch_jax.model import DNArchCCNN, compiler_options, init_variables
+from dnarch_jax.method.arch import Arch, compute_arch, initial_arch
+from dnarch_jax.method.arch_params import arch_params, initial_arch_params
+from dnarch_jax.network.model import DNArchCCNN, compiler_options, init_variables
 
 ALL_ON = dict(learn_kernel=True, learn_width=True, learn_resolution=True, learn_depth=True)
 
@@ -321,7 +321,7 @@ def test_wrong_input_shape_is_a_clear_error():
 
 @pytest.mark.parametrize("alpha", [0.5, 1.5, 6.0])
 def test_gamma_sampler_matches_the_gamma_distribution(alpha):
-  from dnarch_jax.kernelnets import sample_gamma
+  from dnarch_jax.network.kernelnets import sample_gamma
 
   x = np.asarray(sample_gamma(jax.random.key(0), alpha, (200_000,)))
   assert np.all(x > 0)

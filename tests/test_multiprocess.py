@@ -11,11 +11,11 @@ import pytest
 WORKER = r"""
 import os, sys
 import jax
-from dnarch_jax import sharding
+from dnarch_jax.run import sharding
 sharding.initialize_distributed()
 import numpy as np
 from dnarch_jax.config import load_config
-from dnarch_jax.train import Trainer
+from dnarch_jax.run.train import Trainer
 config = load_config("experiments/mnist.py:smoke", [
   "total_steps=3", "log_every=1", "progress=False", "arch_refresh_every=1000",
   "eval_every=1000", "checkpoint_every=1000", "data.eval_batch_size=200"])

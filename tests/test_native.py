@@ -12,13 +12,13 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 from test_conv import inputs, reference, rel_err
 
-from dnarch_jax import conv, conv_flops, conv_routes, native
-from dnarch_jax.arch import compute_arch
-from dnarch_jax.arch_params import initial_arch_params
 from dnarch_jax.config import load_config
-from dnarch_jax.experiment import run_model_config
-from dnarch_jax.model import init_variables
-from dnarch_jax.summary import xla_forward_flops
+from dnarch_jax.interfaces.summary import xla_forward_flops
+from dnarch_jax.method.arch import compute_arch
+from dnarch_jax.method.arch_params import initial_arch_params
+from dnarch_jax.network import conv, conv_flops, conv_routes, native
+from dnarch_jax.network.model import init_variables
+from dnarch_jax.run.experiment import run_model_config
 
 
 def test_the_kernels_are_built_and_load():
@@ -172,7 +172,8 @@ _CACHE_SCRIPT = """
 import sys
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
-from dnarch_jax import conv, sharding
+from dnarch_jax.network import conv
+from dnarch_jax.run import sharding
 sharding.enable_compilation_cache(sys.argv[1])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 hits = []

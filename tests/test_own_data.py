@@ -7,7 +7,6 @@ import pathlib
 import numpy as np
 import pytest
 
-from dnarch_jax import cli
 from dnarch_jax.config import load_config
 from dnarch_jax.data import (
   arrays,
@@ -17,7 +16,9 @@ from dnarch_jax.data import (
   split_from_config,
   tasks,
 )
-from dnarch_jax.experiment import run_model_config
+from dnarch_jax.interfaces import cli
+from dnarch_jax.run.experiment import run_model_config
+from dnarch_jax.run.restore import restore_run
 
 
 def _save(folder: pathlib.Path, **files: np.ndarray) -> pathlib.Path:
@@ -274,8 +275,8 @@ def test_printed_json_is_strict(tmp_path, monkeypatch, capsys):
     "pair": [None, 2],
     "name": "x",
   }
-  import dnarch_jax.evaluate as evaluate_lib
-  import dnarch_jax.loop as loop_lib
+  import dnarch_jax.run.evaluate as evaluate_lib
+  import dnarch_jax.run.loop as loop_lib
 
   monkeypatch.setattr(loop_lib, "load_run_config", lambda workdir: config.default_data_config("x"))
   monkeypatch.setattr(evaluate_lib, "evaluate_run", lambda *args: {"loss": math.nan, "step": 3})
@@ -306,3 +307,10 @@ def test_own_sequences_train_and_evaluate_through_the_command_line(tmp_path, cap
   assert cli.main(["eval", "--workdir", workdir]) == 0
   metrics = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
   assert metrics["step"] == 2 and 0 <= metrics["accuracy"] <= 1
+  # Reading the run opens no data: its network is sized from the workdir's data_shape.json,
+  # so restoring still works once the arrays folder is gone.
+  shape = json.loads((tmp_path / "run" / "data_shape.json").read_text())
+  assert shape == dict(input_shape=[16, 3], num_classes=4, dense=False)
+  folder.rename(tmp_path / "moved")
+  run = restore_run(workdir)
+  assert run.cfg.input_size == (16,) and run.cfg.num_classes == 4 and run.step == 2

@@ -10,9 +10,9 @@ import sys
 import jax
 import pytest
 
-from dnarch_jax.arch import compute_arch
-from dnarch_jax.budget import arch_cost
-from dnarch_jax.model import init_variables
+from dnarch_jax.method.arch import compute_arch
+from dnarch_jax.method.budget import arch_cost
+from dnarch_jax.network.model import init_variables
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "pareto.py"
 _spec = importlib.util.spec_from_file_location("pareto", _PATH)

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from dnarch_jax import report
-from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.config import load_config
 from dnarch_jax.dnal.train import DnalTrainer
-from dnarch_jax.train import Trainer
+from dnarch_jax.interfaces import report
+from dnarch_jax.run.checkpoint import Checkpointer
+from dnarch_jax.run.train import Trainer
 
 SMOKE = "experiments/mnist.py:smoke"
 DNAL_SMOKE = "experiments/dnal_mnist.py:smoke"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from dnarch_jax import report
+from dnarch_jax.interfaces import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,13 +6,13 @@ import numpy as np
 import optax
 import pytest
 
-from dnarch_jax import grids, search_space
-from dnarch_jax.arch import compute_arch
-from dnarch_jax.arch_params import flat_arch_params
 from dnarch_jax.config import ModelConfig, validate
-from dnarch_jax.crops import bucket_boundaries
-from dnarch_jax.model import init_variables
-from dnarch_jax.optim import make_optimizer, param_labels
+from dnarch_jax.method import grids, search_space
+from dnarch_jax.method.arch import compute_arch
+from dnarch_jax.method.arch_params import flat_arch_params
+from dnarch_jax.method.crops import bucket_boundaries
+from dnarch_jax.network.model import init_variables
+from dnarch_jax.run.optim import make_optimizer, param_labels
 
 CFG_2D = validate(
   ModelConfig(
@@ -143,7 +143,8 @@ def test_bucket_boundaries_are_where_compute_arch_changes(cfg):
 
 
 def test_every_configurable_mask_name_has_its_kind():
-  from dnarch_jax import config, mask_kinds
+  from dnarch_jax import config
+  from dnarch_jax.method import mask_kinds
 
   assert set(config.WIDTH_MASKS) == set(mask_kinds.WIDTH_MASKS)
   assert set(config.RESOLUTION_MASKS) == set(mask_kinds.RESOLUTION_MASKS)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from dnarch_jax import masks, spectral
+from dnarch_jax.method import masks, spectral
 
 
 def band_limited_1d(length, max_freq, rng, batch=2, channels=3):

@@ -12,15 +12,15 @@ import jax
 import numpy as np
 import pytest
 
-from dnarch_jax import budget as budget_lib
-from dnarch_jax import events, report
-from dnarch_jax.arch_params import is_arch_param
-from dnarch_jax.checkpoint import Checkpointer
-from dnarch_jax.cli import main
 from dnarch_jax.config import load_config
-from dnarch_jax.loop import NonFiniteLossError, _all_finite
-from dnarch_jax.train import Trainer
-from dnarch_jax.workdir import WorkdirError, WorkdirMismatchError
+from dnarch_jax.interfaces import events, report
+from dnarch_jax.interfaces.cli import main
+from dnarch_jax.method import budget as budget_lib
+from dnarch_jax.method.arch_params import is_arch_param
+from dnarch_jax.run.checkpoint import Checkpointer
+from dnarch_jax.run.loop import NonFiniteLossError, _all_finite
+from dnarch_jax.run.train import Trainer
+from dnarch_jax.run.workdir import WorkdirError, WorkdirMismatchError
 
 SMOKE = "experiments/mnist.py:smoke"
 FAST = ["arch_refresh_every=1000", "progress=False", "eval_every=1000", "checkpoint_every=1000"]

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from dnarch_jax import workdir as workdir_lib
-from dnarch_jax.workdir import WorkdirError, WorkdirLock, WorkdirMismatchError
+from dnarch_jax.run import workdir as workdir_lib
+from dnarch_jax.run.workdir import WorkdirError, WorkdirLock, WorkdirMismatchError
 
 
 def test_a_file_or_unwritable_workdir_is_one_line_naming_it(tmp_path):
@@ -37,7 +37,7 @@ def test_one_process_at_a_time_and_a_killed_holder_leaves_no_lock(tmp_path):
     pass
   holder = textwrap.dedent(f"""
     import sys, time
-    from dnarch_jax.workdir import WorkdirLock
+    from dnarch_jax.run.workdir import WorkdirLock
     with WorkdirLock({str(tmp_path)!r}):
       print("held", flush=True)
       time.sleep(600)

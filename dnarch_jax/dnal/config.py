@@ -22,7 +22,7 @@ from typing import Any
 
 import ml_collections
 
-from dnarch_jax.data import default_data_config, task_info
+from dnarch_jax.data import default_data_config
 
 KINDS = ("vgg", "resnet")
 POOL = "M"
@@ -111,12 +111,12 @@ def net_config(model: Mapping[str, Any], input_shape: Sequence[int], num_classes
   )
 
 
-def run_net_config(config: ml_collections.ConfigDict) -> NetConfig:
-  """``config.model`` sized by ``config.data.task``; a dense task is an error."""
-  data = config.data
-  input_shape, num_classes, dense = task_info(
-    data.task, data.get("data_dir"), layout=data.get("layout"), num_classes=data.get("num_classes")
-  )
+def run_net_config(config: ml_collections.ConfigDict, workdir=None) -> NetConfig:
+  """``config.model`` sized by the task's data (``run.experiment.data_shape``: from ``workdir``'s
+  record when given, without opening the data); a dense task is an error."""
+  from dnarch_jax.run.experiment import data_shape
+
+  input_shape, num_classes, dense = data_shape(config, workdir)
   if dense:
     raise ValueError(f"config.data.task: DNAL's CNNs classify; {config.data.task} is dense")
   return net_config(config.model.to_dict(), input_shape, num_classes)

@@ -1,8 +1,8 @@
 """Export a DNAL run's network: the pruned CNN its checkpoint holds, for ``dnarch predict`` and
 for programs with only JAX installed.
 
-``dnarch_jax.export.export_run(workdir, out)`` writes, with :func:`export_dnal_network` as the
-converter:
+``dnarch_jax.interfaces.export.export_run(workdir, out)`` writes, with :func:`export_dnal_network`
+as the converter:
 
 * ``model.json``: the format tag ``dnarch_jax.dnal_export``, the :class:`DnalExportSpec` (the
   unpruned ``NetConfig``, the ``DnalArch`` of kept channels, the frozen gates' ``delta``), the
@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from dnarch_jax.dnal.arch import DnalArch, dnal_cost
 from dnarch_jax.dnal.config import NetConfig
 from dnarch_jax.dnal.models import VGG, ResNet
-from dnarch_jax.exported import DNAL_FORMAT as FORMAT
-from dnarch_jax.exported import DNAL_FORMAT_VERSION as FORMAT_VERSION
+from dnarch_jax.interfaces.exported import DNAL_FORMAT as FORMAT
+from dnarch_jax.interfaces.exported import DNAL_FORMAT_VERSION as FORMAT_VERSION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +86,14 @@ def _nest(variables) -> dict:
 
 
 def export_dnal_network(run, with_xla: bool, input_size: Sequence[int] | None):
-  """DNAL's converter for ``dnarch_jax.export.export_run``: the checkpoint's network (pruned
+  """DNAL's converter for ``dnarch_jax.interfaces.export.export_run``: the checkpoint's network
+  (pruned
   once the architecture stage is over) as an :class:`ExportedDnalNetwork`. Fields: the network
   mode, the kept widths, MACs, FLOPs and parameters, and XLA's FLOPs unless ``with_xla`` is off."""
   from dnarch_jax.dnal import gates as gates_lib
   from dnarch_jax.dnal.summary import xla_forward_flops
   from dnarch_jax.dnal.train import stage_delta
-  from dnarch_jax.export import NetworkExport
+  from dnarch_jax.interfaces.export import NetworkExport
 
   if input_size is not None:
     raise ValueError("--input_size: DNAL's CNNs run at their training size only")

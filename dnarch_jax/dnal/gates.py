@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import masks
+from dnarch_jax.method import masks
 
 STAGES = ("weights", "arch", "finetune")
 MODES = ("off", "soft", "hard")
@@ -45,7 +45,7 @@ def delta_at(arch_step, arch_steps: int, start: float = 1.0, end: float = 1e4):
 
 
 def gate_values(s, delta):
-  """``sigmoid(delta * s)``, per element (``dnarch_jax.masks.scaled_sigmoid_gate``)."""
+  """``sigmoid(delta * s)``, per element (``dnarch_jax.method.masks.scaled_sigmoid_gate``)."""
   return masks.scaled_sigmoid_gate(s, delta)
 
 

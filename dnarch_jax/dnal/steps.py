@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
-from dnarch_jax.arch_params import ARCH_PREFIX
 from dnarch_jax.dnal import gates as gates_lib
 from dnarch_jax.dnal.arch import DnalArch, gate_logits, soft_gate_cost
 from dnarch_jax.dnal.config import NetConfig
 from dnarch_jax.dnal.models import build_model
-from dnarch_jax.optim import ARCH, WEIGHTS
-from dnarch_jax.steps import cross_entropy
+from dnarch_jax.method.arch_params import ARCH_PREFIX
+from dnarch_jax.run.optim import ARCH, WEIGHTS
+from dnarch_jax.run.steps import cross_entropy
 
 SCHEDULES = ("cosine", "constant")
 

@@ -116,7 +116,7 @@ def describe_config(config, with_xla: bool = True) -> tuple[dict[str, Any], str]
 def describe_run(workdir, which: str = "best", with_xla: bool = True) -> tuple[dict[str, Any], str]:
   """``dnarch summary --workdir`` of a DNAL run: the network its checkpoint holds (pruned once
   the architecture stage is over)."""
-  from dnarch_jax.restore import restore_run
+  from dnarch_jax.run.restore import restore_run
 
   run = restore_run(workdir, which)
   summary = summarize(run.cfg, run.variables, run.arch, with_xla=with_xla)

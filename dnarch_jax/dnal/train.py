@@ -17,7 +17,7 @@
   last stage, so ``dnarch eval`` reads the best *final* network (the pruned one for ``dnal``).
 
 The loop (restore, stop signals, logging, evaluation, checkpoints, TensorBoard, report) is
-:class:`dnarch_jax.loop.RunLoop`, shared with DNArch's trainer; this module is the stage machine
+:class:`dnarch_jax.run.loop.RunLoop`, shared with DNArch's trainer; this module is the stage machine
 around DNAL's step.
 """
 
@@ -33,8 +33,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dnarch_jax import sharding
-from dnarch_jax import workdir as workdir_lib
 from dnarch_jax.config import LOOP_DEFAULTS
 from dnarch_jax.data import pipeline_from_config, split_from_config
 from dnarch_jax.dnal import gates as gates_lib
@@ -51,8 +49,10 @@ from dnarch_jax.dnal.steps import (
   make_tx,
   restart_optimizer,
 )
-from dnarch_jax.loop import RunLoop, load_run_config, validate_loop_fields
-from dnarch_jax.restore import restore_checkpoint
+from dnarch_jax.run import sharding
+from dnarch_jax.run import workdir as workdir_lib
+from dnarch_jax.run.loop import RunLoop, load_run_config, validate_loop_fields
+from dnarch_jax.run.restore import restore_checkpoint
 
 log = logging.getLogger("dnarch")
 DNAL_FIELDS = ("lambda_a", "delta_start", "delta_end") + tuple(
@@ -94,7 +94,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 class DnalTrainer(RunLoop):
-  """One DNAL run: the shared run loop (``dnarch_jax.loop``) with DNAL's stage machine. Build
+  """One DNAL run: the shared run loop (``dnarch_jax.run.loop``) with DNAL's stage machine. Build
   it, then ``run()``; see the module docstring."""
 
   progress_name = "dnal"
@@ -272,7 +272,7 @@ def restore_dnal_run(workdir: str | pathlib.Path, which: str = "best") -> Traine
   config = load_run_config(workdir)
   validate_config(config)
   workdir_lib.check_has_checkpoint(workdir)
-  cfg = run_net_config(config)
+  cfg = run_net_config(config, workdir)
   # Schedules are closures: the optimiser state's structure does not depend on the step counts.
   optims = stage_optims(config, (1,) * len(gates_lib.STAGES))
   make_state = lambda r: create_state_for(init_dnal_variables(cfg, r), optims)

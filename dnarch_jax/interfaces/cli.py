@@ -39,7 +39,7 @@ def _config_overrides(unknown: list[str]) -> list[str]:
 
 
 def cmd_summary(args, overrides) -> int:
-  from dnarch_jax.methods import method_of, method_of_run
+  from dnarch_jax.run.methods import method_of, method_of_run
 
   if args.workdir:
     if overrides:
@@ -59,9 +59,9 @@ def cmd_summary(args, overrides) -> int:
 
 
 def cmd_train(args, overrides) -> int:
-  from dnarch_jax import sharding
-  from dnarch_jax.loop import load_run_config
-  from dnarch_jax.methods import method_of
+  from dnarch_jax.run import sharding
+  from dnarch_jax.run.loop import load_run_config
+  from dnarch_jax.run.methods import method_of
 
   sharding.initialize_distributed()
   sharding.enable_compilation_cache()
@@ -77,9 +77,9 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_eval(args, overrides) -> int:
-  from dnarch_jax import sharding
-  from dnarch_jax.evaluate import parse_input_size
-  from dnarch_jax.methods import method_of_run
+  from dnarch_jax.run import sharding
+  from dnarch_jax.run.evaluate import parse_input_size
+  from dnarch_jax.run.methods import method_of_run
 
   input_size = None if args.input_size is None else parse_input_size(args.input_size)
   sharding.initialize_distributed()
@@ -90,9 +90,9 @@ def cmd_eval(args, overrides) -> int:
 
 
 def cmd_export(args, overrides) -> int:
-  from dnarch_jax import sharding
-  from dnarch_jax.evaluate import parse_input_size
-  from dnarch_jax.export import export_run
+  from dnarch_jax.interfaces.export import export_run
+  from dnarch_jax.run import sharding
+  from dnarch_jax.run.evaluate import parse_input_size
 
   if overrides:
     raise ValueError(f"export takes no --config overrides (got {overrides}); it uses the run's")
@@ -106,7 +106,8 @@ def cmd_export(args, overrides) -> int:
 def cmd_predict(args, overrides) -> int:
   import numpy as np
 
-  from dnarch_jax import exported, sharding
+  from dnarch_jax.interfaces import exported
+  from dnarch_jax.run import sharding
 
   if overrides:
     raise ValueError(f"predict takes no --config overrides (got {overrides})")
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
   """The ``dnarch`` program (``argv=None``: the command line, on huge pages for XLA:CPU's step
   buffers, ``hostmem.reexec_with_huge_pages``) or one command in this process (a list)."""
   if argv is None:
-    from dnarch_jax import hostmem
+    from dnarch_jax.run import hostmem
 
     hostmem.reexec_with_huge_pages(["-m", "dnarch_jax", *sys.argv[1:]])
   parser = argparse.ArgumentParser(prog="dnarch", description=__doc__)
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument(
     "--input_size", metavar="H,W",
     help="run the trained network on inputs resized to this size (L for sequences): its "
-    "continuous kernels sampled on the new grid (dnarch_jax.arch.arch_at_input_size)",
+    "continuous kernels sampled on the new grid (dnarch_jax.method.arch.arch_at_input_size)",
   )  # fmt: skip
   p.set_defaults(func=cmd_eval)
   p = add("export", "the discovered network as a plain fixed-shape Flax model", READ_EPILOG)
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument(
     "--input_size", metavar="H,W",
     help="run the trained network on inputs resized to this size (L for sequences): its "
-    "continuous kernels sampled on the new grid (dnarch_jax.arch.arch_at_input_size)",
+    "continuous kernels sampled on the new grid (dnarch_jax.method.arch.arch_at_input_size)",
   )  # fmt: skip
   p.set_defaults(func=cmd_export)
   p = add("predict", "classes (and logits) of an exported model on a .npy batch", EXIT_HELP)

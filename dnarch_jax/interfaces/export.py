@@ -17,12 +17,14 @@ best (or latest) checkpoint and writes that network with no masks to learn and n
   (a design choice: the parameter count then equals the cost model's, and the outputs the
   trained network's op for op; folding would save 3 FLOPs per element and change both).
 
-On disk (the format: ``dnarch_jax.exported``), ``OUT/`` holds ``model.json`` (the format tag, the
+On disk (the format: ``dnarch_jax.interfaces.exported``), ``OUT/`` holds ``model.json`` (the format
+tag, the
 ``ExportSpec`` that rebuilds the module, the source run and checkpoint, costs, and the run's config)
 and ``variables.msgpack``: the variables as ``flax.serialization`` msgpack (one portable file of
 plain NumPy arrays, read without a target tree, no TensorStore; Orbax's directories fit training
 state better than a deliverable). Variable collections: ``params`` (exactly what
-:func:`dnarch_jax.cost.params` counts), ``batch_stats`` (BatchNorm running mean and variance) and
+:func:`dnarch_jax.method.cost.params` counts), ``batch_stats`` (BatchNorm running mean and
+variance) and
 ``constants`` (the baked masks). Parameter names follow the trained network's (``stem_conv/kernel``,
 ``block_0/mixer``...).
 ``model.jax_export`` is the portable program described below.
@@ -40,9 +42,10 @@ installed runs it, without dnarch_jax::
     program = jax.export.deserialize(open("OUT/model.jax_export", "rb").read())
     logits = program.call(x_BxSxC)  # any batch size
 
-This module turns a trained run into that network; ``dnarch_jax.exported`` is the network and its
+This module turns a trained run into that network; ``dnarch_jax.interfaces.exported`` is the
+network and its
 files (what loading an export imports: Flax and the pure ops, no model, no training stack), and
-``dnarch_jax.restore`` reads the run's checkpoint.
+``dnarch_jax.run.restore`` reads the run's checkpoint.
 """
 
 from __future__ import annotations
@@ -60,12 +63,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import conv_routes, cost, mask_kinds, spectral
-from dnarch_jax.arch import Arch, arch_at_input_size
-from dnarch_jax.arch_params import width_param
-from dnarch_jax.channels import select
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.exported import (
+from dnarch_jax.interfaces.exported import (
   FORMAT,
   FORMAT_VERSION,
   PROGRAM_CONV_ROUTE,
@@ -75,12 +74,17 @@ from dnarch_jax.exported import (
   ExportSpec,
   write_export,
 )
-from dnarch_jax.model import (
+from dnarch_jax.method import cost, mask_kinds, spectral
+from dnarch_jax.method.arch import Arch, arch_at_input_size
+from dnarch_jax.method.arch_params import width_param
+from dnarch_jax.method.channels import select
+from dnarch_jax.method.sizes import arch_sizes
+from dnarch_jax.network import conv_routes
+from dnarch_jax.network.model import (
   DNArchCCNN,
   count_params,
   frequency_mask_fns,
 )
-from dnarch_jax.sizes import arch_sizes
 
 
 def export_spec(cfg: ModelConfig, arch: Arch) -> ExportSpec:
@@ -280,14 +284,14 @@ def export_run(
   input_size: Sequence[int] | None = None,
 ) -> dict[str, Any]:
   """Export a run's discovered network to ``out``, for any method (its ``export_network``, looked
-  up in ``dnarch_jax.methods``); returns what ``dnarch export`` prints: the folder, the source
+  up in ``dnarch_jax.run.methods``); returns what ``dnarch export`` prints: the folder, the source
   and its step, the method's fields and the portable program's path.
 
   ``input_size``: export the network for inputs of this size instead of the training one
-  (DNArch: :func:`dnarch_jax.arch.arch_at_input_size`, the kernels sampled on the new grid).
+  (DNArch: :func:`dnarch_jax.method.arch.arch_at_input_size`, the kernels sampled on the new grid).
   """
-  from dnarch_jax.methods import method_of_run
-  from dnarch_jax.restore import restore_run
+  from dnarch_jax.run.methods import method_of_run
+  from dnarch_jax.run.restore import restore_run
 
   convert = method_of_run(workdir).load("export_network")
   run = restore_run(workdir, checkpoint)
@@ -313,7 +317,7 @@ def export_network(run, with_xla: bool, input_size: Sequence[int] | None) -> Net
   :class:`ExportedCCNN`. Fields: parameters, FLOPs per example (``flops_model`` as ``dnarch
   summary`` counts the final ``Arch``, ``flops_exported`` without kernel sampling, and XLA's
   count of the compiled exported forward pass unless ``with_xla`` is off), and the layers."""
-  from dnarch_jax.summary import summarize
+  from dnarch_jax.interfaces.summary import summarize
 
   if input_size is not None:
     arch = arch_at_input_size(run.variables["params"], run.cfg, input_size, run.batch_size)

@@ -1,6 +1,7 @@
 """An exported network: a discovered architecture as a plain, fixed-shape Flax Linen network.
 
-What ``dnarch export`` writes (``dnarch_jax.export``) and what reads it back, with no masks to
+What ``dnarch export`` writes (``dnarch_jax.interfaces.export``) and what reads it back, with no
+masks to
 learn, no kernel nets and no training stack: the :class:`ExportSpec` that rebuilds the module
 (:class:`ExportedCCNN`; DNAL's pruned CNNs have their own spec, ``dnarch_jax.dnal.export``),
 the files (``model.json``, ``variables.msgpack``, the portable ``model.jax_export`` program),
@@ -30,13 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from dnarch_jax import conv, spectral
 from dnarch_jax.config import COMPUTE_DTYPES, HEADS
-from dnarch_jax.conv_routes import ROUTES
-from dnarch_jax.layers import SlicedBatchNorm, SlicedDense
+from dnarch_jax.method import spectral
+from dnarch_jax.network import conv
+from dnarch_jax.network.conv_routes import ROUTES
+from dnarch_jax.network.layers import SlicedBatchNorm, SlicedDense
 from dnarch_jax.precision import add_in_float32, multiply_in_float32
 
-FORMAT = "dnarch_jax.export"
+FORMAT = "dnarch_jax.interfaces.export"
 FORMAT_VERSION = 1
 # DNAL's pruned CNNs (dnarch_jax.dnal.export), read by the same loader and ``dnarch predict``.
 DNAL_FORMAT = "dnarch_jax.dnal_export"

@@ -114,7 +114,8 @@ class MetricsWriter:
   while the run is going sees everything logged so far. Reopening an existing file appends (a
   resumed run continues the same file); :func:`truncate_after` drops what a resumed run will
   replay, before or after the writer is opened. ``mirror``, when set, is called with every
-  record written (the run loop mirrors its records to TensorBoard, ``dnarch_jax.events``).
+  record written (the run loop mirrors its records to TensorBoard,
+  ``dnarch_jax.interfaces.events``).
   """
 
   mirror: Callable[[Mapping[str, Any]], None] | None = None

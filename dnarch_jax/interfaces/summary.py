@@ -2,8 +2,8 @@
 
 ``summarize`` returns a JSON-ready dict; ``format_table`` renders it for people. FLOPs are per
 example of the forward pass (evaluation mode) at the config's batch size: ``flops_model`` from
-:mod:`dnarch_jax.cost` on the ``Arch``, ``flops_xla`` from XLA's cost analysis of the compiled
-cropped forward pass (native-route convs counted as their XLA equivalent).
+:mod:`dnarch_jax.method.cost` on the ``Arch``, ``flops_xla`` from XLA's cost analysis of the
+compiled cropped forward pass (native-route convs counted as their XLA equivalent).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dnarch_jax import conv_routes, cost
-from dnarch_jax.arch import Arch
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.model import DNArchCCNN, count_params
-from dnarch_jax.sizes import arch_sizes
+from dnarch_jax.method import cost
+from dnarch_jax.method.arch import Arch
+from dnarch_jax.method.sizes import arch_sizes
+from dnarch_jax.network import conv_routes
+from dnarch_jax.network.model import DNArchCCNN, count_params
 
 
 def xla_forward_flops(cfg: ModelConfig, variables, arch: Arch, batch_size: int) -> float:
@@ -119,9 +120,9 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def describe_config(config, with_xla: bool = True) -> tuple[dict[str, Any], str]:
   """``dnarch summary --config``: the initial architecture's summary and its table."""
-  from dnarch_jax.arch import initial_arch
-  from dnarch_jax.experiment import run_model_config
-  from dnarch_jax.model import init_variables
+  from dnarch_jax.method.arch import initial_arch
+  from dnarch_jax.network.model import init_variables
+  from dnarch_jax.run.experiment import run_model_config
 
   cfg = run_model_config(config)
   batch_size = int(config.data.batch_size)
@@ -138,8 +139,8 @@ def describe_config(config, with_xla: bool = True) -> tuple[dict[str, Any], str]
 def describe_run(workdir, which: str = "best", with_xla: bool = True) -> tuple[dict[str, Any], str]:
   """``dnarch summary --workdir``: the architecture a run's checkpoint holds, with its cost
   beside the run's budget."""
-  from dnarch_jax import budget as budget_lib
-  from dnarch_jax.restore import restore_run
+  from dnarch_jax.method import budget as budget_lib
+  from dnarch_jax.run.restore import restore_run
 
   run = restore_run(workdir, which)
   summary = summarize(run.cfg, run.variables, run.arch, run.batch_size, with_xla=with_xla)

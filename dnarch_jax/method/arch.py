@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from dnarch_jax import grids
-from dnarch_jax.arch_params import arch_params, initial_arch_params, lookup, width_param
-from dnarch_jax.channels import Channels
-from dnarch_jax.channels import count as channel_count
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.conv_routes import resolve_route
-from dnarch_jax.mask_kinds import DEPTH, KERNEL, resolution_mask, width_mask
+from dnarch_jax.method import grids
+from dnarch_jax.method.arch_params import arch_params, initial_arch_params, lookup, width_param
+from dnarch_jax.method.channels import Channels
+from dnarch_jax.method.channels import count as channel_count
+from dnarch_jax.method.mask_kinds import DEPTH, KERNEL, resolution_mask, width_mask
+from dnarch_jax.network.conv_routes import resolve_route
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +63,7 @@ class BlockArch:
 
   @property
   def hidden(self) -> Channels:
-    """The hidden channels computed, as a ``dnarch_jax.channels`` selection."""
+    """The hidden channels computed, as a ``dnarch_jax.method.channels`` selection."""
     return self.hidden_width if self.hidden_channels is None else self.hidden_channels
 
 
@@ -79,7 +79,7 @@ class Arch:
 
   @property
   def stream(self) -> Channels:
-    """The stream channels computed, as a ``dnarch_jax.channels`` selection."""
+    """The stream channels computed, as a ``dnarch_jax.method.channels`` selection."""
     return self.stream_width if self.stream_channels is None else self.stream_channels
 
   @property

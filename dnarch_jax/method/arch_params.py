@@ -1,9 +1,9 @@
 """The architecture parameters in a parameter tree: which they are (every parameter named
 ``arch_*``, one dimension each), their names, their initial values, and reading them out.
 
-The model declares them (``dnarch_jax.model``), the optimiser labels them
-(``dnarch_jax.optim``), the search space boxes them (``dnarch_jax.search_space``) and
-``dnarch_jax.arch.compute_arch`` reads the crop they give.
+The model declares them (``dnarch_jax.network.model``), the optimiser labels them
+(``dnarch_jax.run.optim``), the search space boxes them (``dnarch_jax.method.search_space``) and
+``dnarch_jax.method.arch.compute_arch`` reads the crop they give.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from dnarch_jax.config import ARCH_PARAM_DIMENSIONS, ModelConfig
-from dnarch_jax.mask_kinds import width_mask
+from dnarch_jax.method.mask_kinds import width_mask
 
 ARCH_PREFIX = "arch_"
 

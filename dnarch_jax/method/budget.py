@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import cost, search_space
-from dnarch_jax.arch import Arch, compute_arch
-from dnarch_jax.arch_params import is_arch_param
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.sizes import arch_sizes
+from dnarch_jax.method import cost, search_space
+from dnarch_jax.method.arch import Arch, compute_arch
+from dnarch_jax.method.arch_params import is_arch_param
+from dnarch_jax.method.sizes import arch_sizes
 
 METRICS = ("flops", "params")
 MODES = ("soft", "hard")
@@ -41,7 +41,7 @@ def arch_cost(arch: Arch, cfg: ModelConfig, batch_size: int, metric: str) -> flo
 def extreme_params(params, cfg: ModelConfig, largest: bool):
   """Mask parameters at the largest (every tap, channel, block and frequency) or the smallest
   reachable architecture (1 tap, 1 channel, 1 block, lowest resolution): the ends of their boxes
-  (``dnarch_jax.search_space``; DNAL's unbounded gate logits at +-100); weights unchanged."""
+  (``dnarch_jax.method.search_space``; DNAL's unbounded gate logits at +-100); weights unchanged."""
 
   def extreme(path, leaf):
     if not is_arch_param(path):

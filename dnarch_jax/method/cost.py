@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax.conv_flops import route_cost
-from dnarch_jax.masks import array_module
+from dnarch_jax.method.masks import array_module
+from dnarch_jax.network.conv_flops import route_cost
 
 Scalar = Any  # a Python/NumPy number or a JAX scalar
 
@@ -56,7 +56,8 @@ class BlockSizes:
 
 @dataclasses.dataclass(frozen=True)
 class NetworkSizes:
-  """Everything the cost depends on. Built by ``dnarch_jax.sizes.arch_sizes`` / ``soft_sizes``."""
+  """Everything the cost depends on. Built by ``dnarch_jax.method.sizes.arch_sizes`` /
+  ``soft_sizes``."""
 
   input_size: tuple[int, ...]
   in_channels: int
@@ -91,7 +92,7 @@ def fft_flops(shape_in: Sequence[Scalar], transform_lengths: Sequence[Scalar]):
 def conv_flops(c: ConvSizes, causal: bool, batch_size: int):
   """Forward FLOPs per example of a depthwise conv by its route, as XLA counts them.
 
-  The routes own their cost (``dnarch_jax.conv.route_cost``, exact on integer sizes and
+  The routes own their cost (``dnarch_jax.network.conv.route_cost``, exact on integer sizes and
   differentiable on soft ones); the kernel's own transform is excluded (once per batch, small).
   """
   return route_cost(c.resolution, c.taps, c.channels, batch_size, causal, c.route)

@@ -12,11 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import search_space
-from dnarch_jax.arch import Arch, compute_arch, conv_taps, sizes_of
-from dnarch_jax.arch_params import flat_arch_params
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.mask_kinds import DEPTH, resolution_mask, width_mask
+from dnarch_jax.method import search_space
+from dnarch_jax.method.arch import Arch, compute_arch, conv_taps, sizes_of
+from dnarch_jax.method.arch_params import flat_arch_params
+from dnarch_jax.method.mask_kinds import DEPTH, resolution_mask, width_mask
 
 # --- bucket boundaries, for plots of the parameters' trajectories ------------------------------
 

@@ -8,7 +8,7 @@ around 0 (odd tap counts); causal kernels end at +1, the tap that weighs the cur
 All functions are host-side integer/float64 arithmetic: the results are static shapes. The crop
 arithmetic (``crop_taps``, ``bucket_taps``, ``max_taps``) also takes traced JAX scalars, so the
 loss's cost model counts the taps of the crop the current mask parameters give with the very
-formula the host uses (``dnarch_jax.sizes.soft_sizes``). Their inputs are checked with chex
+formula the host uses (``dnarch_jax.method.sizes.soft_sizes``). Their inputs are checked with chex
 assertions naming the argument (shapes and the static integers only: nothing per step).
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import chex
 import numpy as np
 
-from dnarch_jax.masks import array_module
+from dnarch_jax.method.masks import array_module
 
 
 def _check_scalar(fn: str, name: str, value) -> None:
@@ -119,6 +119,6 @@ def cropped_taps(spatial, taps, causal: bool) -> tuple[int, ...]:
 
 def conv_pads(taps, causal: bool) -> tuple[tuple[int, int], ...]:
   """``((lo, hi), ...)`` per axis of a same-size conv: ``lo = K - 1`` causal, ``(K - 1) // 2``
-  centred, ``hi = K - 1 - lo`` (``dnarch_jax.conv``)."""
+  centred, ``hi = K - 1 - lo`` (``dnarch_jax.network.conv``)."""
   lo = [t - 1 if causal else (t - 1) // 2 for t in taps]
   return tuple((a, t - 1 - a) for a, t in zip(lo, taps, strict=True))

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import grids, masks
-from dnarch_jax.channels import Channels, select
 from dnarch_jax.config import ModelConfig
+from dnarch_jax.method import grids, masks
+from dnarch_jax.method.channels import Channels, select
 
 # --- shared arithmetic: extents -> integer sizes -----------------------------------------------
 # Each works on host floats (returning ints, for the static Arch) and on traced JAX scalars (the

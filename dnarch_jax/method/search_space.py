@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import mask_kinds
-from dnarch_jax.arch_params import is_arch_param
 from dnarch_jax.config import ModelConfig
+from dnarch_jax.method import mask_kinds
+from dnarch_jax.method.arch_params import is_arch_param
 
 DIMENSIONS = ("kernel", "width", "resolution", "depth")
 
@@ -80,7 +80,7 @@ def _name(path) -> str:
 def layer_resolution(path, cfg: ModelConfig, arch=None) -> tuple[int, ...]:
   """The resolution the layer owning the parameter at ``path`` (pytree keys, or the parts of a
   flat name such as ``"block_0/conv/arch_sigma"``) runs at in ``arch`` (a
-  ``dnarch_jax.arch.Arch``; the input's without one or for the stem)."""
+  ``dnarch_jax.method.arch.Arch``; the input's without one or for the stem)."""
   first = str(getattr(path[0], "key", path[0]))
   if arch is None or not first.startswith("block_"):
     return tuple(cfg.input_size)

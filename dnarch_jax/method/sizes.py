@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import cost
-from dnarch_jax.arch import Arch
-from dnarch_jax.arch_params import lookup, width_param
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.mask_kinds import DEPTH, KERNEL, resolution_mask, width_mask
+from dnarch_jax.method import cost
+from dnarch_jax.method.arch import Arch
+from dnarch_jax.method.arch_params import lookup, width_param
+from dnarch_jax.method.mask_kinds import DEPTH, KERNEL, resolution_mask, width_mask
 
 
 def _network_sizes(cfg: ModelConfig, arch: Arch, batch_size: int, stream, stem, blocks):

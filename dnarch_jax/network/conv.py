@@ -21,7 +21,7 @@ Routes (all exact up to float rounding, all differentiable in x and kernel, jit/
   a custom VJP: dx is the same shift-and-add with the flipped kernel, dk comes from the FFT
   cross-correlation of x and g (XLA:CPU's reductions for per-tap dk sums run at ~1 GFLOP/s).
 - "native" (CPU, f32): the same arithmetic in C++ (`csrc/depthwise_conv.cc`, compiled at
-  install, called through XLA's FFI: `dnarch_jax.native`). An 8-position x 8-channel tile of
+  install, called through XLA's FFI: `dnarch_jax.network.native`). An 8-position x 8-channel tile of
   outputs stays in registers while the taps stream past it, so a tap costs one kernel load,
   eight input loads and eight FMAs; dx is the forward kernel with the flipped kernel, dk a
   kernel of its own (eight taps' sums in registers along each row). float64, other
@@ -56,9 +56,9 @@ No while loop is used, so XLA's cost analysis (which counts a loop body once) se
 Under vmap the chunk runner is mapped sequentially (`custom_batching.sequential_vmap`), because a
 batched predicate would make `lax.cond` evaluate both branches.
 
-How "auto" picks a route is ``dnarch_jax.conv_routes``; the timings behind its rule are in
+How "auto" picks a route is ``dnarch_jax.network.conv_routes``; the timings behind its rule are in
 benchmarks/results/README.md ("Depthwise convolution routes on the CPU"); the FLOPs XLA counts
-for each route, which the cost model mirrors, are ``dnarch_jax.conv_flops``.
+for each route, which the cost model mirrors, are ``dnarch_jax.network.conv_flops``.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dnarch_jax import grids, native
-from dnarch_jax.conv_routes import resolve_route, xla_countable_route
+from dnarch_jax.method import grids
+from dnarch_jax.network import native
+from dnarch_jax.network.conv_routes import resolve_route, xla_countable_route
 from dnarch_jax.precision import accumulation_dtype
 
 # f32 lanes of one AVX2 register: the shift route's channel block.

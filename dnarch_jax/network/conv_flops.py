@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import grids
-from dnarch_jax.conv import _BARRIER, _LANES, _chunk_size, _fast_len, _fft_shape
-from dnarch_jax.conv_routes import ROUTES, resolve_route, xla_countable_route
-from dnarch_jax.masks import array_module
+from dnarch_jax.method import grids
+from dnarch_jax.method.masks import array_module
+from dnarch_jax.network.conv import _BARRIER, _LANES, _chunk_size, _fast_len, _fft_shape
+from dnarch_jax.network.conv_routes import ROUTES, resolve_route, xla_countable_route
 
 
 def _valid_pairs(xp, length, taps, causal: bool):

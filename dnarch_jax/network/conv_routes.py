@@ -4,8 +4,8 @@ Rule ("auto", CPU): where the native library loaded, "native_fft" for 1D kernels
 where it beats the direct kernel (`_native_fft_pays`: at length 784, past 117 taps up to 241 and
 past 258 from there), else "native" up to 300 kernel positions; otherwise "shift" up to 100
 positions, else "fft"; "direct" never (5-40x slower at every size measured). The native calls
-keep the batch's sharding (`dnarch_jax.native`: each device runs its shard, dk is summed over
-them), so the rule holds on a data-parallel mesh too. The rule ignores batch and channels: the
+keep the batch's sharding (`dnarch_jax.network.native`: each device runs its shard, dk is summed
+over them), so the rule holds on a data-parallel mesh too. The rule ignores batch and channels: the
 measurements span B=64..100 at C=140 only. GPU/TPU: unmeasured; CCNN's rule ("fft" once every
 cropped kernel side exceeds 50, else "direct").
 The timings are in benchmarks/results/README.md ("Depthwise convolution routes on the CPU").
@@ -17,7 +17,8 @@ import math
 
 import jax
 
-from dnarch_jax import grids, native
+from dnarch_jax.method import grids
+from dnarch_jax.network import native
 
 ROUTES = ("direct", "fft", "shift", "native", "native_fft")
 

@@ -5,8 +5,8 @@ The output layer's "Chang" scaling ``sqrt(1 / F)`` (F = kernel positions at the 
 constructor argument computed from the initial architecture: nothing is learned from a batch.
 
 A kernel net may be asked for some of the output channels it owns (``out_channels``, a
-``dnarch_jax.channels`` selection): the output layer computes only those, so a network with a
-cropped width evaluates only the kept channels. Both check their inputs with chex assertions
+``dnarch_jax.method.channels`` selection): the output layer computes only those, so a network with
+a cropped width evaluates only the kept channels. Both check their inputs with chex assertions
 naming the argument (shapes and the static selection: nothing per step).
 """
 
@@ -19,8 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dnarch_jax.channels import Channels, count, select
 from dnarch_jax.config import ModelConfig
+from dnarch_jax.method.channels import Channels, count, select
 
 # kaiming-uniform with linear gain: U(+-sqrt(3 / fan_in)).
 _kaiming_uniform = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")

@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from dnarch_jax import conv, grids, masks
-from dnarch_jax.channels import Channels, count, index, select
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.kernelnets import make_kernel_net
-from dnarch_jax.mask_kinds import KERNEL
+from dnarch_jax.method import grids, masks
+from dnarch_jax.method.channels import Channels, count, index, select
+from dnarch_jax.method.mask_kinds import KERNEL
+from dnarch_jax.network import conv
+from dnarch_jax.network.kernelnets import make_kernel_net
 from dnarch_jax.precision import accumulation_dtype, add_in_float32, upcast
 
 
@@ -71,8 +72,8 @@ dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
 class SlicedDense(nn.Module):
   """``x @ W[in, out] + b[out]`` with ``W`` owned at ``[in_features, features]``.
 
-  ``out_channels`` and ``in_channels`` are ``dnarch_jax.channels`` selections: by default every
-  output channel, and as many leading input channels as ``x`` has. ``separate_bias=True``
+  ``out_channels`` and ``in_channels`` are ``dnarch_jax.method.channels`` selections: by default
+  every output channel, and as many leading input channels as ``x`` has. ``separate_bias=True``
   returns ``(x @ W, b)`` for the consumer to add ``b``: XLA:CPU cannot fuse the add into the
   product, so added inside the consumer's own fusion it costs no pass over the output.
   """
@@ -171,8 +172,8 @@ class MaskedContinuousConv(nn.Module):
   the architecture parameter ``arch_sigma``, one per axis, so 2D kernels can be rectangular).
 
   Call it with the static number of ``taps`` per axis to compute only the crop (see
-  :func:`dnarch_jax.arch.compute_arch`), or with ``taps=None`` for the uncropped kernel: both give
-  the same output up to rounding. The grid follows the input's resolution relative to
+  :func:`dnarch_jax.method.arch.compute_arch`), or with ``taps=None`` for the uncropped kernel:
+  both give the same output up to rounding. The grid follows the input's resolution relative to
   ``input_size`` (METHOD.md §4.3): a block at half resolution samples every other kernel point.
 
   Masks are thresholded in both networks, so the task loss reaches ``arch_sigma`` through the

@@ -9,8 +9,8 @@ Mixed precision (``cfg.compute_dtype``): the input is cast to the compute dtype 
 activation the network stores is in it: the convolutions' and dense products' inputs and
 outputs, the residual stream. Parameters, kernel nets, masks, gates and BatchNorm statistics
 stay float32; the elementwise ops that meet them run in float32 and round their result to the
-compute dtype (``dnarch_jax.layers``: every sum over positions is then a float32 sum). The head
-runs in float32, so the logits and the loss are float32.
+compute dtype (``dnarch_jax.network.layers``: every sum over positions is then a float32 sum). The
+head runs in float32, so the logits and the loss are float32.
 
 Architecture parameters (all named ``arch_*``):
   ``stem_conv/arch_sigma``, ``block_l/conv/arch_sigma``: gaussian kernel-size masks, per axis;
@@ -31,11 +31,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnarch_jax import mask_kinds, spectral
-from dnarch_jax.arch import Arch, BlockArch, initial_arch
-from dnarch_jax.channels import Channels
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.layers import MaskedContinuousConv, SlicedBatchNorm, SlicedDense, channel_dropout
+from dnarch_jax.method import mask_kinds, spectral
+from dnarch_jax.method.arch import Arch, BlockArch, initial_arch
+from dnarch_jax.method.channels import Channels
+from dnarch_jax.network.layers import (
+  MaskedContinuousConv,
+  SlicedBatchNorm,
+  SlicedDense,
+  channel_dropout,
+)
 from dnarch_jax.precision import multiply_in_float32
 
 _kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -201,7 +206,7 @@ class DNArchCCNN(nn.Module):
     init_arch = initial_arch(cfg)
     arch = init_arch if arch is None else arch
     # Static checks (trace time), naming the argument. arch.input_size is cfg.input_size except
-    # for a network evaluated at another input size (dnarch_jax.arch.arch_at_input_size).
+    # for a network evaluated at another input size (dnarch_jax.method.arch.arch_at_input_size).
     chex.assert_equal(
       len(arch.blocks),
       cfg.num_blocks,

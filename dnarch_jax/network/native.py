@@ -1,8 +1,8 @@
 """dnarch_jax's C++ CPU kernels (``csrc/``), called through XLA's FFI.
 
-``pip install`` compiles them into ``dnarch_jax/_native_conv*.so`` (setup.py; optional, so an
-install without a C++ compiler still works). ``available()`` says whether the library loaded;
-``dnarch_jax.conv``'s "native" and "native_fft" routes use it and run as "shift" and "fft"
+``pip install`` compiles them into ``dnarch_jax/network/_native_conv*.so`` (setup.py; optional, so
+an install without a C++ compiler still works). ``available()`` says whether the library loaded;
+``dnarch_jax.network.conv``'s "native" and "native_fft" routes use it and run as "shift" and "fft"
 where they cannot.
 
 The calls are plain (no VJP; ``conv`` defines it) and f32 only:
@@ -18,7 +18,7 @@ transform (``csrc/fft_conv_kernels.inc``): ``conv``'s "native_fft" route.
 XLA's cost analysis counts a custom call as 0 FLOPs; ``conv_flops.route_flops`` says what to count.
 
 Sharding: each call is a ``custom_partitioning`` op whose rule keeps the batch axis as the
-operands have it (``P("data")`` under ``dnarch_jax.sharding``) and replicates the rest, so
+operands have it (``P("data")`` under ``dnarch_jax.run.sharding``) and replicates the rest, so
 data-parallel training runs every device's shard through the kernels with no gather; the
 kernel gradient's per-shard sums are ``psum``-ed over the batch's mesh axes. Under ``vmap`` the
 calls run once per mapped element (``custom_batching.sequential_vmap``; ``custom_partitioning``
@@ -82,7 +82,9 @@ def _lo_attrs(pads) -> dict[str, np.int64]:
 
 def _call(target, out_shape, *args, pads):
   if not available():
-    raise RuntimeError("dnarch_jax: the native kernels are not built (see dnarch_jax/native.py)")
+    raise RuntimeError(
+      "dnarch_jax: the native kernels are not built (see dnarch_jax/network/native.py)"
+    )
   out = jax.ShapeDtypeStruct(out_shape, np.float32)
   return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args, **_lo_attrs(pads))
 
@@ -181,7 +183,9 @@ _kernel_grad.def_partition(
 def _run(name: str, partitioned, args, static: tuple, fft: bool):
   """``partitioned(*args, *static, fft)``, vmappable, tagged for the compilation cache."""
   if fft and args[0].ndim != 3:
-    raise ValueError(f"dnarch_jax.native: fft=True is 1D only ([B, L, C]), got {args[0].shape}")
+    raise ValueError(
+      f"dnarch_jax.network.native: fft=True is 1D only ([B, L, C]), got {args[0].shape}"
+    )
   # JAX tells custom_partitioning ops apart in the IR only by a per-process pointer, which keeps
   # a persistent compilation cache from serving them to another process. Tagged with their
   # static arguments, the IR says what each computes, so a cache key that leaves the pointer out

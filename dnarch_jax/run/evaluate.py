@@ -1,10 +1,10 @@
 """A trained DNArch run's metrics on a split, at its own input size or at any other.
 
-``evaluate_run(workdir)`` restores a checkpoint with :func:`dnarch_jax.restore.restore_run` (no
+``evaluate_run(workdir)`` restores a checkpoint with :func:`dnarch_jax.run.restore.restore_run` (no
 optimiser steps, no training data opened) and runs the model's eval step over one split. With
 ``input_size``, the split's inputs are resized to it (``jax.image.resize``, linear with
 antialiasing when shrinking: what a user's other-resolution images look like) and the network
-runs there as :func:`dnarch_jax.arch.arch_at_input_size` describes: every continuous kernel
+runs there as :func:`dnarch_jax.method.arch.arch_at_input_size` describes: every continuous kernel
 sampled on the new grid, every layer at its trained resolution times the size ratio.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from dnarch_jax.arch import arch_at_input_size
-from dnarch_jax.steps import evaluate_batches, flops_and_params, make_eval_step
+from dnarch_jax.method.arch import arch_at_input_size
+from dnarch_jax.run.steps import evaluate_batches, flops_and_params, make_eval_step
 
 
 def parse_input_size(text: str) -> tuple[int, ...]:
@@ -47,7 +47,7 @@ def evaluate_run(
   (its labels are per position of the data's size) or a size of the wrong rank.
   """
   from dnarch_jax.data import pipeline_from_config
-  from dnarch_jax.restore import restore_run
+  from dnarch_jax.run.restore import restore_run
 
   run = restore_run(workdir, which)
   cfg, arch = run.cfg, run.arch

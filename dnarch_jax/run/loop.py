@@ -1,12 +1,12 @@
 """The run loop every training method shares: restore or start, step, log, evaluate, save, stop.
 
-A method (DNArch's :class:`dnarch_jax.train.Trainer`, DNAL's
+A method (DNArch's :class:`dnarch_jax.run.train.Trainer`, DNAL's
 :class:`dnarch_jax.dnal.train.DnalTrainer`) subclasses :class:`RunLoop` and supplies only what
 differs: its config checks, its state and architecture, its step, what happens to the
 architecture around a step (DNArch's refresh, DNAL's stage machine), its log fields and its
 result. The loop owns everything else, once for both:
 
-* the workdir (writable check, lock, config-change rules; ``dnarch_jax.workdir``), the mesh and
+* the workdir (writable check, lock, config-change rules; ``dnarch_jax.run.workdir``), the mesh and
   the batch-size checks, the training data's one-line summary and the steps per epoch;
 * restore from the latest readable checkpoint or start at step 0 (``config.json``,
   ``metrics.jsonl`` and ``arch.jsonl`` cut back to the restored step, so a resumed run logs each
@@ -16,7 +16,7 @@ result. The loop owns everything else, once for both:
   non-finite check at log steps and before every save, evaluation on the validation split with a
   forced checkpoint (ranked by validation accuracy where the method says so);
 * the records: ``report.MetricsWriter`` for ``metrics.jsonl`` and ``arch.jsonl``, mirrored to
-  TensorBoard event files (``dnarch_jax.events``), and the ``report/`` plots at the end.
+  TensorBoard event files (``dnarch_jax.interfaces.events``), and the ``report/`` plots at the end.
 """
 
 from __future__ import annotations
@@ -32,15 +32,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from dnarch_jax import events, report, sharding
-from dnarch_jax import workdir as workdir_lib
-from dnarch_jax.checkpoint import Checkpointer
 from dnarch_jax.data import (
   pipeline_from_config,
   print_data_summary,
   split_from_config,
   validate_data_config,
 )
+from dnarch_jax.interfaces import events, report
+from dnarch_jax.run import sharding
+from dnarch_jax.run import workdir as workdir_lib
+from dnarch_jax.run.checkpoint import Checkpointer
+from dnarch_jax.run.experiment import write_data_shape
 
 log = logging.getLogger("dnarch")
 
@@ -208,6 +210,7 @@ class RunLoop:
     if self.checkpointer.latest_step() is None:
       if self.is_main:
         (self.workdir / "config.json").write_text(self.config.to_json(indent=2))
+        write_data_shape(self.config, self.workdir)
         for path in (self.workdir / "metrics.jsonl", self.workdir / "arch.jsonl"):
           report.truncate_after(path, -1)
       self._open_events(None)
@@ -221,6 +224,7 @@ class RunLoop:
       report.truncate_after(self.workdir / "arch.jsonl", step - self.arch_record_lag)
       workdir_lib.record_changes(self.workdir, self.config_changes, step)
       (self.workdir / "config.json").write_text(self.config.to_json(indent=2))
+      write_data_shape(self.config, self.workdir)  # runs started before the record existed
     self._open_events(step + 1)
     log.warning("resumed from step %d of %s", step, self.workdir)
     return step

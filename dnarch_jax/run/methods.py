@@ -4,15 +4,15 @@ A :class:`Method` names what the command line needs of it, each as ``module:func
 on first use (``dnarch --help`` and ``dnarch predict`` stay free of the training stack):
 
 * ``train(config, workdir, allow_config_change) -> summary``: the method's trainer on the shared
-  run loop (``dnarch_jax.loop``);
+  run loop (``dnarch_jax.run.loop``);
 * ``restore_run(workdir, which) -> run``: a checkpoint for reading, without data
-  (``dnarch_jax.restore.restore_run`` dispatches to it);
+  (``dnarch_jax.run.restore.restore_run`` dispatches to it);
 * ``evaluate_run(workdir, split, which, input_size) -> metrics``;
 * ``describe_config(config, with_xla) -> (summary, text)``: the initial network's table;
 * ``describe_run(workdir, which, with_xla) -> (summary, text)``: a checkpoint's network;
 * ``export_network(run, with_xla, input_size) -> export.NetworkExport``: the restored run's
-  network as a plain Linen network (``dnarch_jax.export.export_run`` writes it and its portable
-  ``jax.export`` program).
+  network as a plain Linen network (``dnarch_jax.interfaces.export.export_run`` writes it and its
+  portable ``jax.export`` program).
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ class Method:
 METHODS = {
   "dnarch": Method(
     name="dnarch",
-    train="dnarch_jax.train:train",
-    restore_run="dnarch_jax.restore:restore_dnarch_run",
-    evaluate_run="dnarch_jax.evaluate:evaluate_run",
-    describe_config="dnarch_jax.summary:describe_config",
-    describe_run="dnarch_jax.summary:describe_run",
-    export_network="dnarch_jax.export:export_network",
+    train="dnarch_jax.run.train:train",
+    restore_run="dnarch_jax.run.restore:restore_dnarch_run",
+    evaluate_run="dnarch_jax.run.evaluate:evaluate_run",
+    describe_config="dnarch_jax.interfaces.summary:describe_config",
+    describe_run="dnarch_jax.interfaces.summary:describe_run",
+    export_network="dnarch_jax.interfaces.export:export_network",
   ),
   "dnal": Method(
     name="dnal",
@@ -73,7 +73,7 @@ def method_of_run(workdir) -> Method:
   """The method of the run in ``workdir`` (its ``config.json``)."""
   import pathlib
 
-  from dnarch_jax.loop import load_run_config
+  from dnarch_jax.run.loop import load_run_config
 
   if not pathlib.Path(workdir).is_dir():
     raise FileNotFoundError(f"{workdir}: no such workdir")

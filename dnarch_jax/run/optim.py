@@ -3,8 +3,8 @@
 Weights: AdamW with linear warm-up then cosine decay [ccnn]. Architecture parameters (every
 parameter named ``arch_*``): one Adam per dimension (kernel, width, resolution, depth) with the
 same schedule at the architecture's peak rate times that dimension's range, and no weight decay
-[design; the ranges and why: ``dnarch_jax.search_space``]. One labelling function decides, and it
-is checked to cover every parameter.
+[design; the ranges and why: ``dnarch_jax.method.search_space``]. One labelling function decides,
+and it is checked to cover every parameter.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dnarch_jax.arch_params import ARCH_PREFIX, arch_dimension, is_arch_param
+from dnarch_jax.method.arch_params import ARCH_PREFIX, arch_dimension, is_arch_param
 
 ARCH, WEIGHTS = "arch", "weights"
 
@@ -63,7 +63,8 @@ def make_optimizer(
   length: the architecture's cosine schedule reaches 0 there and the architecture stays fixed
   for the rest of the run; the whole run when unset), optional ``grad_clip`` (global norm).
   ``arch_ranges`` maps a dimension to the factor its Adam steps are scaled by (its range,
-  ``dnarch_jax.search_space.dimension_ranges``); a dimension it leaves out steps at the plain rate.
+  ``dnarch_jax.method.search_space.dimension_ranges``); a dimension it leaves out steps at the
+  plain rate.
   """
   warmup = int(round(float(optim["warmup_epochs"]) * steps_per_epoch))
   schedule = warmup_cosine(float(optim["lr"]), total_steps, warmup)

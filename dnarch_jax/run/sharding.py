@@ -26,7 +26,7 @@ def initialize_distributed() -> None:
   Open MPI clusters ``jax.distributed.initialize()`` discovers everything itself, which
   ``DNARCH_DISTRIBUTED=auto`` requests. The runtime's preemption service (on unless
   ``jax_enable_preemption_service`` is turned off) is what makes every process save and stop at
-  the same step when one of them is sent SIGTERM (``dnarch_jax.workdir.StopSignals``).
+  the same step when one of them is sent SIGTERM (``dnarch_jax.run.workdir.StopSignals``).
   """
   if os.environ.get("DNARCH_COORDINATOR"):
     # CPU collectives across processes need gloo; the setting does nothing on GPU or TPU (and
@@ -57,7 +57,7 @@ def enable_compilation_cache(directory: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     # On a multi-device mesh the native convs are custom_partitioning ops, which JAX keys by a
     # per-process pointer unless told to leave it out: safe here, as the ops carry their static
-    # arguments in the IR (dnarch_jax.native._run) and dnarch runs no others.
+    # arguments in the IR (dnarch_jax.network.native._run) and dnarch runs no others.
     jax.config.update("jax_remove_custom_partitioning_ptr_from_cache_key", True)
 
 

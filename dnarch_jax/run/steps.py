@@ -18,13 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dnarch_jax import cost, search_space
-from dnarch_jax.arch import Arch
-from dnarch_jax.arch_params import arch_dimension, is_arch_param
 from dnarch_jax.config import ModelConfig
-from dnarch_jax.model import DNArchCCNN, compiler_options
-from dnarch_jax.optim import l2_norm_regulariser
-from dnarch_jax.sizes import arch_sizes, soft_sizes
+from dnarch_jax.method import cost, search_space
+from dnarch_jax.method.arch import Arch
+from dnarch_jax.method.arch_params import arch_dimension, is_arch_param
+from dnarch_jax.method.sizes import arch_sizes, soft_sizes
+from dnarch_jax.network.model import DNArchCCNN, compiler_options
+from dnarch_jax.run.optim import l2_norm_regulariser
 
 
 @flax.struct.dataclass
@@ -124,8 +124,8 @@ def make_train_step(
   """``step(state, batch, arch) -> (state, metrics)``, jitted with ``arch`` static.
 
   After the update the architecture parameters are clipped to their boxes
-  (``dnarch_jax.search_space``). The metrics hold the norms of the budget term's gradient on the
-  architecture parameters (``arch_grad_budget``) and of the rest of the loss's
+  (``dnarch_jax.method.search_space``). The metrics hold the norms of the budget term's gradient on
+  the architecture parameters (``arch_grad_budget``) and of the rest of the loss's
   (``arch_grad_task``: the task loss, with CCNN's regulariser when it is on), overall and per
   dimension: what moves the masks, and which of the two wins.
   """

@@ -6,7 +6,7 @@
   mask parameters every ``config.arch_refresh_every`` steps and a new one costs one compile,
   logged with its seconds; in ``hard`` budget mode the refresh projects the masks so the ``Arch``
   never exceeds the budget;
-* data-parallel over every device of every process (``dnarch_jax.sharding``);
+* data-parallel over every device of every process (``dnarch_jax.run.sharding``);
 * Orbax checkpoints (state, ``Arch``, data iterator, config) every ``config.checkpoint_every``
   steps, at evaluation and at the end; the last N and the best by validation accuracy are kept;
   SIGTERM or SIGINT saves one and exits, every process at the same step (``workdir.StopSignals``);
@@ -15,7 +15,7 @@
   plots in the workdir.
 
 The loop itself (restore, stop signals, logging, evaluation, checkpoints) is
-:class:`dnarch_jax.loop.RunLoop`, shared with DNAL; this module is what DNArch adds to it.
+:class:`dnarch_jax.run.loop.RunLoop`, shared with DNAL; this module is what DNArch adds to it.
 """
 
 from __future__ import annotations
@@ -28,18 +28,19 @@ from typing import Any
 import jax
 import ml_collections
 
-from dnarch_jax import budget as budget_lib
-from dnarch_jax import hostmem, search_space, sharding
-from dnarch_jax.arch import Arch, compute_arch, load_arch
-from dnarch_jax.arch_params import flat_arch_params
 from dnarch_jax.config import ModelConfig, add_loop_fields
-from dnarch_jax.crops import bucket_boundaries, params_for_arch
 from dnarch_jax.data import pipeline_from_config
-from dnarch_jax.experiment import run_model_config
-from dnarch_jax.loop import RunLoop, check_finite, validate_loop_fields
-from dnarch_jax.model import init_variables
-from dnarch_jax.optim import make_optimizer
-from dnarch_jax.steps import (
+from dnarch_jax.method import budget as budget_lib
+from dnarch_jax.method import search_space
+from dnarch_jax.method.arch import Arch, compute_arch, load_arch
+from dnarch_jax.method.arch_params import flat_arch_params
+from dnarch_jax.method.crops import bucket_boundaries, params_for_arch
+from dnarch_jax.network.model import init_variables
+from dnarch_jax.run import hostmem, sharding
+from dnarch_jax.run.experiment import run_model_config
+from dnarch_jax.run.loop import RunLoop, check_finite, validate_loop_fields
+from dnarch_jax.run.optim import make_optimizer
+from dnarch_jax.run.steps import (
   LossConfig,
   TrainState,
   create_train_state,
@@ -82,7 +83,7 @@ def validate_train_fields(config: ml_collections.ConfigDict) -> None:
 
 
 class Trainer(RunLoop):
-  """One DNArch run: the shared run loop (``dnarch_jax.loop``) with DNArch's state, step and
+  """One DNArch run: the shared run loop (``dnarch_jax.run.loop``) with DNArch's state, step and
   architecture refresh. Build it, then ``run()``; see the module docstring."""
 
   # The refresh at the top of a step rewrites that step's arch.jsonl record after its checkpoint.

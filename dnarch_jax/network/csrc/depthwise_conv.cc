@@ -1,4 +1,4 @@
-// Depthwise convolution on the CPU as XLA FFI handlers: dnarch_jax.conv's "native" route.
+// Depthwise convolution on the CPU as XLA FFI handlers: dnarch_jax.network.conv's "native" route.
 //
 // XLA:CPU lowers a grouped convolution to a dense one C times larger, and the JAX-level
 // shift-and-add keeps one kernel tap per register but sweeps the whole row once per tap. These
