@@ -23,6 +23,7 @@ from typing import Any
 import ml_collections
 
 from dnarch_jax.data import default_data_config
+from dnarch_jax.run.experiment import data_shape
 
 KINDS = ("vgg", "resnet")
 POOL = "M"
@@ -114,8 +115,6 @@ def net_config(model: Mapping[str, Any], input_shape: Sequence[int], num_classes
 def run_net_config(config: ml_collections.ConfigDict, workdir=None) -> NetConfig:
   """``config.model`` sized by the task's data (``run.experiment.data_shape``: from ``workdir``'s
   record when given, without opening the data); a dense task is an error."""
-  from dnarch_jax.run.experiment import data_shape
-
   input_shape, num_classes, dense = data_shape(config, workdir)
   if dense:
     raise ValueError(f"config.data.task: DNAL's CNNs classify; {config.data.task} is dense")

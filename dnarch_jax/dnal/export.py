@@ -87,9 +87,9 @@ def _nest(variables) -> dict:
 
 def export_dnal_network(run, with_xla: bool, input_size: Sequence[int] | None):
   """DNAL's converter for ``dnarch_jax.interfaces.export.export_run``: the checkpoint's network
-  (pruned
-  once the architecture stage is over) as an :class:`ExportedDnalNetwork`. Fields: the network
-  mode, the kept widths, MACs, FLOPs and parameters, and XLA's FLOPs unless ``with_xla`` is off."""
+  (pruned once the architecture stage is over) as an :class:`ExportedDnalNetwork`. Fields: the
+  network mode, the kept widths, MACs, FLOPs and parameters, and XLA's FLOPs unless ``with_xla`` is
+  off."""
   from dnarch_jax.dnal import gates as gates_lib
   from dnarch_jax.dnal.summary import xla_forward_flops
   from dnarch_jax.dnal.train import stage_delta

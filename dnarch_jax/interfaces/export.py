@@ -18,15 +18,13 @@ best (or latest) checkpoint and writes that network with no masks to learn and n
   trained network's op for op; folding would save 3 FLOPs per element and change both).
 
 On disk (the format: ``dnarch_jax.interfaces.exported``), ``OUT/`` holds ``model.json`` (the format
-tag, the
-``ExportSpec`` that rebuilds the module, the source run and checkpoint, costs, and the run's config)
-and ``variables.msgpack``: the variables as ``flax.serialization`` msgpack (one portable file of
-plain NumPy arrays, read without a target tree, no TensorStore; Orbax's directories fit training
-state better than a deliverable). Variable collections: ``params`` (exactly what
-:func:`dnarch_jax.method.cost.params` counts), ``batch_stats`` (BatchNorm running mean and
-variance) and
-``constants`` (the baked masks). Parameter names follow the trained network's (``stem_conv/kernel``,
-``block_0/mixer``...).
+tag, the ``ExportSpec`` that rebuilds the module, the source run and checkpoint, costs, and the
+run's config) and ``variables.msgpack``: the variables as ``flax.serialization`` msgpack (one
+portable file of plain NumPy arrays, read without a target tree, no TensorStore; Orbax's directories
+fit training state better than a deliverable). Variable collections: ``params`` (exactly what
+:func:`dnarch_jax.method.cost.params` counts), ``batch_stats`` (BatchNorm running mean and variance)
+and ``constants`` (the baked masks). Parameter names follow the trained network's
+(``stem_conv/kernel``, ``block_0/mixer``...).
 ``model.jax_export`` is the portable program described below.
 
 Load it with one call::
@@ -42,10 +40,9 @@ installed runs it, without dnarch_jax::
     program = jax.export.deserialize(open("OUT/model.jax_export", "rb").read())
     logits = program.call(x_BxSxC)  # any batch size
 
-This module turns a trained run into that network; ``dnarch_jax.interfaces.exported`` is the
-network and its
-files (what loading an export imports: Flax and the pure ops, no model, no training stack), and
-``dnarch_jax.run.restore`` reads the run's checkpoint.
+This module turns a trained run into that network; ``dnarch_jax.interfaces.exported`` is the network
+and its files (what loading an export imports: Flax and the pure ops, no model, no training stack),
+and ``dnarch_jax.run.restore`` reads the run's checkpoint.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """An exported network: a discovered architecture as a plain, fixed-shape Flax Linen network.
 
 What ``dnarch export`` writes (``dnarch_jax.interfaces.export``) and what reads it back, with no
-masks to
-learn, no kernel nets and no training stack: the :class:`ExportSpec` that rebuilds the module
-(:class:`ExportedCCNN`; DNAL's pruned CNNs have their own spec, ``dnarch_jax.dnal.export``),
+masks to learn, no kernel nets and no training stack: the :class:`ExportSpec` that rebuilds the
+module (:class:`ExportedCCNN`; DNAL's pruned CNNs have their own spec, ``dnarch_jax.dnal.export``),
 the files (``model.json``, ``variables.msgpack``, the portable ``model.jax_export`` program),
 :func:`load_exported` and the helpers of ``dnarch predict``. Load an export with one call::
 
