@@ -13,7 +13,8 @@ input (more than S-1 steps away) are cropped first, so kernels larger than the i
 Routes (all exact up to float rounding, all differentiable in x and kernel, jit/grad/vmap-safe):
 
 - "direct": `lax.conv_general_dilated(..., feature_group_count=C)`. XLA:CPU turns the grouped
-  conv into a dense C-times-larger one, so on CPU it is by far the slowest (table below).
+  conv into a dense C-times-larger one, so on CPU it is by far the slowest
+  (benchmarks/results/README.md).
 - "fft": zero-padded rfft along contiguous axes (channels moved first), no circular wrap;
   backward is 3 transforms per chunk (x, g, and the inverse giving dx; dk from conj(G) X).
 - "shift": shift-and-add in a channel-blocked layout `[b, C/8, *S, 8]` (one AVX2 register of 8
