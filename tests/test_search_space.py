@@ -1,5 +1,7 @@
 """The search space: boxes, the architecture optimiser's per-dimension travel, bucket boundaries."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,9 +9,9 @@ import optax
 import pytest
 
 from dnarch_jax.config import ModelConfig, validate
-from dnarch_jax.method import grids, search_space
+from dnarch_jax.method import budget, grids, search_space
 from dnarch_jax.method.arch import compute_arch
-from dnarch_jax.method.arch_params import flat_arch_params
+from dnarch_jax.method.arch_params import flat_arch_params, initial_arch_params
 from dnarch_jax.method.crops import bucket_boundaries
 from dnarch_jax.network.model import init_variables
 from dnarch_jax.run.optim import make_optimizer, param_labels
@@ -148,3 +150,25 @@ def test_every_configurable_mask_name_has_its_kind():
 
   assert set(config.WIDTH_MASKS) == set(mask_kinds.WIDTH_MASKS)
   assert set(config.RESOLUTION_MASKS) == set(mask_kinds.RESOLUTION_MASKS)
+
+
+def test_a_projection_into_the_budget_keeps_every_kernel_in_its_blocks_box():
+  """Blocks running below the input's resolution have kernel boxes of their own (3 taps, 2
+  causal, at their resolution). The projection's smallest architecture and its result must lie
+  in them, else the train step's clip grows the kernels back after the first update, over the
+  budget the projection promised (measured, run h3 of experiments/results/search_main_job.jsonl:
+  the main job's network widened to 48 channels projected to 14x14 blocks with 1-tap kernels at
+  14.8 MFLOPs, 3x3 and 17.9 MFLOPs at the first refresh)."""
+  cfg = validate(dataclasses.replace(CFG_2D, resolution_init_cutoff=0.45))
+  params = search_space.clip_to_bounds(initial_arch_params(cfg), cfg)
+  start = compute_arch(params, cfg, 4)
+  assert all(b.resolution < cfg.input_size for b in start.blocks)  # blocks below the input's
+  floor = budget.minimal_cost(params, cfg, 4, "flops")
+  full = budget.arch_cost(start, cfg, 4, "flops")
+  for value in (floor, 0.5 * (floor + full)):
+    projected, arch = budget.project_to_budget(params, cfg, value, 4, "flops")
+    assert budget.arch_cost(arch, cfg, 4, "flops") <= value
+    assert all(min(b.conv.taps) >= 3 for b in arch.blocks)
+    # A fixed point of the train step's clip: the first update starts from this architecture.
+    clipped = search_space.clip_to_bounds(projected, cfg, arch)
+    assert compute_arch(clipped, cfg, 4) == arch

@@ -40,8 +40,10 @@ def arch_cost(arch: Arch, cfg: ModelConfig, batch_size: int, metric: str) -> flo
 
 def extreme_params(params, cfg: ModelConfig, largest: bool):
   """Mask parameters at the largest (every tap, channel, block and frequency) or the smallest
-  reachable architecture (1 tap, 1 channel, 1 block, lowest resolution): the ends of their boxes
-  (``dnarch_jax.method.search_space``; DNAL's unbounded gate logits at +-100); weights unchanged."""
+  reachable architecture (one bucket of channels, 1 block, lowest resolution, the smallest
+  kernels at the input's resolution; ``fit_kernel_boxes`` gives a block's at its own): the ends
+  of their boxes (``dnarch_jax.method.search_space``; DNAL's unbounded gate logits at +-100);
+  weights unchanged."""
 
   def extreme(path, leaf):
     if not is_arch_param(path):
@@ -71,6 +73,18 @@ def _keep_largest(s, low, fraction: float):
   return out
 
 
+def fit_kernel_boxes(params, cfg: ModelConfig, batch_size: int):
+  """``params`` with every kernel's sigma clipped to its box at the resolution its block runs at
+  in the architecture these parameters crop, as the train step clips them after every update.
+
+  ``extreme_params`` and the projection's segment use the input's boxes; at a block's lower
+  resolution the smallest of those is a 1-tap kernel, below the 3 taps its own box allows, so
+  without this the projected start (and the smallest architecture) would hold 1-tap kernels that
+  the first update grows back to 3, over the budget the projection promised. A block's
+  resolution does not depend on any sigma, so one pass suffices."""
+  return search_space.clip_to_bounds(params, cfg, compute_arch(params, cfg, batch_size))
+
+
 def maximal_cost(params, cfg: ModelConfig, batch_size: int, metric: str) -> float:
   """Cost of the maximal network: every dimension at its maximum."""
   arch = compute_arch(extreme_params(params, cfg, largest=True), cfg, batch_size)
@@ -78,8 +92,8 @@ def maximal_cost(params, cfg: ModelConfig, batch_size: int, metric: str) -> floa
 
 
 def minimal_cost(params, cfg: ModelConfig, batch_size: int, metric: str) -> float:
-  arch = compute_arch(extreme_params(params, cfg, largest=False), cfg, batch_size)
-  return arch_cost(arch, cfg, batch_size, metric)
+  smallest = fit_kernel_boxes(extreme_params(params, cfg, largest=False), cfg, batch_size)
+  return arch_cost(compute_arch(smallest, cfg, batch_size), cfg, batch_size, metric)
 
 
 def resolve_budget(budget_cfg, params, cfg: ModelConfig, batch_size: int) -> float:
@@ -134,8 +148,10 @@ def project_to_budget(
       return _keep_largest(b, np.asarray(a), t)
     return np.asarray(a + t * (b - a), b.dtype)
 
-  mix = lambda t: jax.tree_util.tree_map_with_path(
-    lambda p, a, b: towards_low(p, a, b, t), low, host
+  mix = lambda t: fit_kernel_boxes(
+    jax.tree_util.tree_map_with_path(lambda p, a, b: towards_low(p, a, b, t), low, host),
+    cfg,
+    batch_size,
   )
   lo, hi = 0.0, 1.0  # cost(mix(lo)) fits; cost(mix(hi)) does not
   for _ in range(iterations):
