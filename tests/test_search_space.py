@@ -156,9 +156,9 @@ def test_a_projection_into_the_budget_keeps_every_kernel_in_its_blocks_box():
   """Blocks running below the input's resolution have kernel boxes of their own (3 taps, 2
   causal, at their resolution). The projection's smallest architecture and its result must lie
   in them, else the train step's clip grows the kernels back after the first update, over the
-  budget the projection promised (measured, run h3 of experiments/results/search_main_job.jsonl:
-  the main job's network widened to 48 channels projected to 14x14 blocks with 1-tap kernels at
-  14.8 MFLOPs, 3x3 and 17.9 MFLOPs at the first refresh)."""
+  budget the projection promised (seen in run h3 of experiments/results/search_main_job.jsonl:
+  the main job's network widened to 48 channels, projected to 14x14 blocks with 1-tap kernels,
+  had 3x3 kernels at the first refresh)."""
   cfg = validate(dataclasses.replace(CFG_2D, resolution_init_cutoff=0.45))
   params = search_space.clip_to_bounds(initial_arch_params(cfg), cfg)
   start = compute_arch(params, cfg, 4)
