@@ -11,25 +11,24 @@ dnarch_p50, smoke; ``main``, the README's main job; and ``width``, DNArch learni
 (the DNAL comparison of experiments/README.md).
 
 ``main`` is DNArch searching all four dimensions under a FLOPs budget of 15% of its maximal
-network's (18.0 MFLOPs per example), sized to train within 10 minutes on a 2-core CPU [design;
-the paper trains 210 epochs]: 4 blocks of 32 channels (hidden 64, widths in buckets of 4), no
-dropout, AdamW at lr 0.003 with a warm-up of a tenth of an epoch and cosine decay over 4 epochs.
-The architecture is searched during the first 1.5 epochs: the masks' Adam at 0.002 of each
-dimension's box per step at its peak (a quarter-epoch warm-up, cosine to 0 at 1.5 epochs: about
-1.3 boxes of travel for a consistent gradient), the architecture refreshed every 200 steps (each
-new one is one compile); then it is fixed and the weights train on. Kernels start at sigma 0.15,
-twice CCNN's 0.075: at 0.075 a block at 18x18 samples its kernel 1.5 sigma apart, so the Gaussian
-mask scales its neighbouring taps by 0.33 (diagonals 0.11) and a block starts close to a 1x1
-conv whose neighbours learn at a third of the rate; measured (experiments/README.md, "Kernels
-start wider"): over seeds 0-3 validation 98.70% (loss 0.043) against 98.47% (0.052), every seed
-better; 0.25 was worse on seeds 0 and 1 (98.38, 98.28%). The configured start (blocks at 18x18, full widths,
-4 blocks, stem 9x9, block kernels 5x5: 25.9 MFLOPs) is over the budget, so the run starts from
-it projected into the budget (3 blocks, stream 28, hidden 60, stem 7x7: 17.2 MFLOPs). Resolutions may grow up to 28x28 but not fall below
-18x18 (``resolution_min`` 0.65): on this task the task loss's gradient lowers every block's
-resolution cutoff from the first steps, far below the budget, and the networks it leaves were
-0.4 to 0.8 points less accurate (experiments/README.md, "The search"). Measured: with weight 1
-the task's gradient on the widths kept the cost 2.6% over the budget for 850 steps; the default
-weight is 10.
+network's (18.0 MFLOPs per example), sized to train within 10 minutes on a 2-core CPU [design; the
+paper trains 210 epochs]: 4 blocks of 32 channels (hidden 64, widths in buckets of 4), no dropout,
+AdamW at lr 0.003 with a warm-up of a tenth of an epoch and cosine decay over 4 epochs. The
+architecture is searched during the first 1.5 epochs: the masks' Adam at 0.002 of each dimension's
+box per step at its peak (a quarter-epoch warm-up, cosine to 0 at 1.5 epochs: about 1.3 boxes of
+travel for a consistent gradient), the architecture refreshed every 200 steps (each new one is one
+compile); then it is fixed and the weights train on. Kernels start at sigma 0.15, twice CCNN's
+0.075: at 0.075 a block at 18x18 samples its kernel 1.5 sigma apart, so the Gaussian mask scales its
+neighbouring taps, and the gradient that reaches them, by 0.33 (diagonals 0.11): a block starts
+close to a 1x1 conv. Measured (experiments/README.md, "Kernels start wider"): over seeds 0-3
+validation 98.70% (loss 0.043) against 98.47% (0.052), every seed better; 0.25 was worse on seeds 0
+and 1 (98.38, 98.28%). The configured start (blocks at 18x18, full widths, 4 blocks, stem 9x9, block
+kernels 5x5: 25.9 MFLOPs) is over the budget, so the run starts from it projected into the budget (3
+blocks, stream 28, hidden 60, stem 7x7: 17.2 MFLOPs). Resolutions may grow up to 28x28 but not fall
+below 18x18 (``resolution_min`` 0.65): on this task the task loss's gradient lowers every block's
+resolution cutoff from the first steps, far below the budget, and the networks it leaves were 0.4 to
+0.8 points less accurate (experiments/README.md, "The search"). Measured: with weight 1 the task's
+gradient on the widths kept the cost 2.6% over the budget for 850 steps; the default weight is 10.
 
 ``width`` learns only the stream and hidden widths (ordered masks) of 4 blocks of at most 48
 channels (hidden 96) at full resolution, with fixed 5x5 continuous kernels (kernel grid 5, the
