@@ -12,10 +12,22 @@ import jax  # noqa: E402
 # Tests compare numbers to tight tolerances; keep matmuls in full fp32 on every backend.
 jax.config.update("jax_default_matmul_precision", "highest")
 
-# One compilation cache per test session: trainers built anew in different tests (resume,
-# SIGTERM, the CLI) compile the same programs, which takes seconds each on a CPU.
-_cache = os.environ.setdefault(
-  "DNARCH_COMPILATION_CACHE", f"/tmp/dnarch_test_xla_cache_{os.getpid()}"
-)
+# One compilation cache per test session and worker: trainers built anew in different tests
+# (resume, SIGTERM, the CLI) compile the same programs, which takes seconds each on a CPU. Each
+# xdist worker (and the subprocesses its tests start) has its own folder, so no two processes
+# of the session write one cache entry at once (JAX writes entries without a lock).
+_session = os.environ.setdefault("DNARCH_TEST_SESSION", str(os.getpid()))
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+_cache = os.environ["DNARCH_COMPILATION_CACHE"] = f"/tmp/dnarch_test_xla_cache_{_session}_{_worker}"
 jax.config.update("jax_compilation_cache_dir", _cache)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+# Most of a test's time is XLA compiling on one core, so the suite runs one xdist worker per core
+# (``-n auto`` in pyproject.toml); at most 4, as each worker holds 8 fake devices' programs and
+# the subprocess tests start two trainers of their own.
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+  return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
