@@ -89,3 +89,19 @@ def test_a_run_from_arch_init_trains_that_architecture_fixed(tmp_path):
   logged = [json.loads(line) for line in (tmp_path / "r" / "arch.jsonl").read_text().splitlines()]
   assert {sizes_of(Arch.from_dict(r["arch"])) for r in logged} == {sizes_of(target)}
   assert sizes_of(Arch.from_dict(result["arch"])) == sizes_of(target)
+
+
+def test_a_run_starts_with_every_kernel_in_its_blocks_box(tmp_path):
+  """A block below the input's resolution has a kernel box of its own (3 taps at its
+  resolution). The train step clips every kernel to its block's box after each update, so the
+  start must lie in it too, or the first update changes the architecture by itself: here a
+  sigma of 0.04 is 3 taps at the input's 28x28 and 1 tap at the blocks' resolution."""
+  overrides = [*FAST, "model.resolution_init_cutoff=0.45", "model.kernel_sigma_init=0.04"]
+  overrides += ["budget.value=1e12"]  # no projection: the start as configured
+  trainer = Trainer(load_config("experiments/mnist.py:smoke", overrides), tmp_path / "r")
+  params = jax.device_get(trainer.state.params)
+  arch = compute_arch(params, trainer.cfg, trainer.batch_size)
+  assert all(b.resolution < (28, 28) for b in arch.blocks)
+  assert all(min(b.conv.taps) >= 3 for b in arch.blocks), arch
+  clipped = search_space.clip_to_bounds(params, trainer.cfg, arch)
+  assert jax.tree.all(jax.tree.map(np.array_equal, clipped, params))

@@ -80,8 +80,10 @@ def fit_kernel_boxes(params, cfg: ModelConfig, batch_size: int):
   ``extreme_params`` and the projection's segment use the input's boxes; at a block's lower
   resolution the smallest of those is a 1-tap kernel, below the 3 taps its own box allows, so
   without this the projected start (and the smallest architecture) would hold 1-tap kernels that
-  the first update grows back to 3, over the budget the projection promised. A block's
-  resolution does not depend on any sigma, so one pass suffices."""
+  the first update grows back to 3, over the budget the projection promised; the trainer's start
+  goes through it for the same reason. ``params`` must already lie in their boxes (a block's
+  resolution comes from its clipped cutoff); a block's resolution does not depend on any sigma,
+  so one pass suffices."""
   return search_space.clip_to_bounds(params, cfg, compute_arch(params, cfg, batch_size))
 
 
