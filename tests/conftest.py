@@ -24,8 +24,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 # Most of a test's time is XLA compiling on one core, so the suite runs one xdist worker per core
-# (``-n auto`` in pyproject.toml); at most 4, as each worker holds 8 fake devices' programs and
-# the subprocess tests start two trainers of their own.
+# (``-n auto`` in pyproject.toml): 20 min against 33 on the 2-core CI host. At most 4, so a large
+# host does not start a JAX process (8 fake devices, its own cache) per core; measured only at 2.
 MAX_WORKERS = 4
 
 
