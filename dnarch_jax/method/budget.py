@@ -74,17 +74,18 @@ def _keep_largest(s, low, fraction: float):
 
 
 def fit_kernel_boxes(params, cfg: ModelConfig, batch_size: int):
-  """``params`` with every kernel's sigma clipped to its box at the resolution its block runs at
-  in the architecture these parameters crop, as the train step clips them after every update.
+  """``params`` clipped to their boxes, every kernel's sigma to its box at the resolution its
+  block runs at in the architecture these parameters crop, as the train step clips them after
+  every update.
 
-  ``extreme_params`` and the projection's segment use the input's boxes; at a block's lower
-  resolution the smallest of those is a 1-tap kernel, below the 3 taps its own box allows, so
-  without this the projected start (and the smallest architecture) would hold 1-tap kernels that
-  the first update grows back to 3, over the budget the projection promised; the trainer's start
-  goes through it for the same reason. ``params`` must already lie in their boxes (a block's
-  resolution comes from its clipped cutoff); a block's resolution does not depend on any sigma,
-  so one pass suffices."""
-  return search_space.clip_to_bounds(params, cfg, compute_arch(params, cfg, batch_size))
+  ``extreme_params``, the projection's segment and the initial parameters use the input's boxes;
+  at a block's lower resolution the smallest of those is a 1-tap kernel, below the 3 taps its own
+  box allows, so without this the projected start (and the smallest architecture, and a start
+  configured below a block's box) would hold 1-tap kernels that the first update grows back to
+  3, over the budget the projection promised. The architecture is read after the first clip (a
+  block's resolution comes from its clipped cutoff, and from no sigma), so two clips suffice."""
+  clipped = search_space.clip_to_bounds(params, cfg)
+  return search_space.clip_to_bounds(clipped, cfg, compute_arch(clipped, cfg, batch_size))
 
 
 def maximal_cost(params, cfg: ModelConfig, batch_size: int, metric: str) -> float:

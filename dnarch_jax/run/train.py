@@ -111,10 +111,11 @@ class Trainer(RunLoop):
       config.budget, shapes["params"], self.cfg, self.batch_size
     )
     variables = init(jax.random.key(config.seed))
-    # Every mask parameter in its box, and each kernel in the box of the resolution its block runs
-    # at, as the train step clips after every update: step 0 crops what step 1 would.
-    params = search_space.clip_to_bounds(variables["params"], self.cfg)
-    variables["params"] = budget_lib.fit_kernel_boxes(params, self.cfg, self.batch_size)
+    # Every mask parameter in its box, each kernel in its block's, as the train step clips after
+    # every update: step 0 crops what step 1 would.
+    variables["params"] = budget_lib.fit_kernel_boxes(
+      variables["params"], self.cfg, self.batch_size
+    )
     if config.arch_init:
       variables["params"] = params_for_arch(
         variables["params"], self.cfg, load_arch(config.arch_init), self.batch_size, "arch_init"
